@@ -1,0 +1,209 @@
+"""The generation config: one YAML file, validated by pydantic before any engine starts.
+
+    topology: shared              # shared: one engine serves both roles; separate: one engine per role
+    engine: {model: ..., max_model_len: 2048}   # vLLM engine arguments (AsyncEngineArgs), passed through
+    user:        {engine: {}, adapter: null, sampling: {temperature: 0.9, max_tokens: 96}}
+    recommender: {engine: {}, adapter: null, sampling: {...}}
+    seeds: {source: movielens}    # or {source: file, path: seeds.parquet, catalog: catalog.parquet}
+    conversation: {max_turns: 10}
+    max_in_flight: 64
+    dialogues_per_shard: 100
+    num_dialogues: 200
+
+Engine and sampling keys are checked against vLLM's own AsyncEngineArgs / SamplingParams by the engine layer,
+so every vLLM option works without being re-declared here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROLES = ("user", "recommender")
+# Keys that change how fast a run goes but not which dialogues it produces: excluded from the config hash, so a
+# rerun may change them (and --num-dialogues may grow a corpus).
+RUNTIME_KEYS = ("num_dialogues", "max_in_flight")
+# vLLM's own default max_tokens is 16, far too short for a turn.
+DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 128}
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(os.path.expandvars(path))
+
+
+def _looks_local(path: str) -> bool:
+    # "org/name" is a Hugging Face hub id; anything absolute, relative-with-dot or home-relative is a local path.
+    return path.startswith(("/", ".", "~")) or path.count("/") >= 2 or os.path.exists(path)
+
+
+class RoleConfig(_Strict):
+    engine: dict[str, Any] = Field(
+        default_factory=dict, description="engine arguments for this role's own engine (topology: separate only)")
+    adapter: str | None = Field(None, description="PEFT LoRA adapter directory served for this role")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="vLLM SamplingParams for this role's turns")
+    system_prompt: str | None = Field(None, description="replaces the built-in system prompt template")
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_exists(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = _expand(v)
+        if not (Path(v) / "adapter_config.json").is_file():
+            raise ValueError(f"no LoRA adapter at {v!r} (adapter_config.json not found)")
+        return v
+
+    @property
+    def adapter_rank(self) -> int | None:
+        if self.adapter is None:
+            return None
+        return int(json.loads((Path(self.adapter) / "adapter_config.json").read_text()).get("r", 0))
+
+
+class SeedsConfig(_Strict):
+    source: Literal["movielens", "file"] = "movielens"
+    path: str | None = Field(None, description="seeds file (.parquet or .jsonl), source: file")
+    catalog: str | None = Field(None, description="catalog file (.parquet or .jsonl), source: file")
+    targets_per_user: int = Field(50, ge=1, description="MovieLens: held-out targets per user")
+    min_target_rating: float = Field(4.0, ge=0.5, le=5.0, description="MovieLens: a target's minimum rating")
+    max_summary_chars: int = Field(4000, ge=1, description="longer preference summaries are skipped")
+
+    @model_validator(mode="after")
+    def _files(self) -> SeedsConfig:
+        if self.source == "file":
+            for name in ("path", "catalog"):
+                value = getattr(self, name)
+                if value is None:
+                    raise ValueError(f"seeds.{name} is required with source: file")
+                if not Path(_expand(value)).is_file():
+                    raise ValueError(f"seeds.{name}: file {value!r} does not exist")
+        return self
+
+
+class ConversationConfig(_Strict):
+    max_turns: int = Field(10, ge=2, le=200, description="turns in all, user and recommender together")
+    item_noun: str = Field("movie", min_length=1, description="what is recommended, used in the prompts")
+    accept_marker: str = Field("[ACCEPT]", min_length=1, description="the user simulator emits it to accept")
+    quit_marker: str = Field("[QUIT]", min_length=1, description="the user simulator emits it to give up")
+
+
+class GenerateConfig(_Strict):
+    topology: Literal["shared", "separate"] = "shared"
+    engine: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments (all engines)")
+    user: RoleConfig = Field(default_factory=RoleConfig)
+    recommender: RoleConfig = Field(default_factory=RoleConfig)
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    conversation: ConversationConfig = Field(default_factory=ConversationConfig)
+    seed: int = Field(0, description="run seed: per-turn sampling seeds derive from it")
+    num_dialogues: int = Field(200, ge=1, description="the first N conversations of the run's order")
+    max_in_flight: int = Field(64, ge=1, description="conversations active at once")
+    dialogues_per_shard: int = Field(100, ge=1, description="rows per Parquet shard")
+
+    @model_validator(mode="after")
+    def _engines(self) -> GenerateConfig:
+        for role in ROLES:
+            rc: RoleConfig = getattr(self, role)
+            if self.topology == "shared" and rc.engine:
+                raise ValueError(f"{role}.engine is set but topology is shared: per-role engines need "
+                                 "topology: separate (or move the arguments to the top-level engine)")
+            args = self.engine_args(role)
+            model = args.get("model")
+            if not model:
+                raise ValueError(f"{'engine' if self.topology == 'shared' else role + '.engine'}.model is required")
+            if _looks_local(model) and not (Path(model) / "config.json").is_file():
+                raise ValueError(f"model {model!r} does not exist (no config.json there); "
+                                 "run `interplay prepare` for the embedded default")
+            rank, max_rank = rc.adapter_rank, int(args.get("max_lora_rank", 16))
+            if rank is not None and rank > max_rank:
+                raise ValueError(f"{role}.adapter has rank {rank}, above max_lora_rank={max_rank}; "
+                                 f"set engine.max_lora_rank: {rank}")
+        return self
+
+    def engine_args(self, role: str) -> dict[str, Any]:
+        """The engine arguments for the engine serving `role`, LoRA settings derived from the adapters."""
+        args = {**self.engine, **getattr(self, role).engine}
+        if isinstance(args.get("model"), str):
+            args["model"] = _expand(args["model"])
+        served = [r for r in ROLES if getattr(self, r).adapter] if self.topology == "shared" else (
+            [role] if getattr(self, role).adapter else [])
+        if served:
+            args.setdefault("enable_lora", True)
+            args.setdefault("max_loras", max(2, len(served)))
+            ranks = [getattr(self, r).adapter_rank for r in served]
+            args.setdefault("max_lora_rank", max(16, *ranks))
+        return args
+
+    def sampling(self, role: str) -> dict[str, Any]:
+        return {**DEFAULT_SAMPLING, **getattr(self, role).sampling}
+
+    def hash(self) -> str:
+        """Hash of everything that decides which dialogues come out."""
+        data = self.model_dump(mode="json", exclude=set(RUNTIME_KEYS))
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.sub=value`, the value read as YAML (so numbers, booleans, lists and null work)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. user.sampling.temperature=0.7")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({e})") from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> GenerateConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys")
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    try:
+        return GenerateConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, path)) from None
+
+
+def format_validation_error(error: ValidationError, path: str | Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = []
+    for err in error.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(config)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        bad = "" if err["type"] in ("missing", "value_error") else f" (got {err.get('input')!r})"
+        lines.append(f"{field}: {msg}{bad}")
+    return f"invalid config{where}:\n  " + "\n  ".join(lines)

@@ -1,0 +1,127 @@
+"""One conversation's state: turns, whose turn it is, how it ended, and what was recommended.
+
+The scheduler drives it; this module decides nothing about timing. The user simulator speaks first and turns
+alternate. A conversation ends when the user accepts (marker), gives up (marker), at max_turns, when the next
+prompt would not fit the context (context_limit), when a reply is unusable (bad_reply) or when the request
+failed (error).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+
+from interplay.generator.catalog import Catalog
+from interplay.generator.parsing import ReplyParser
+from interplay.generator.seeds import Seed
+
+
+class Outcome(str, enum.Enum):
+    ACCEPTED = "accepted"
+    GAVE_UP = "gave_up"
+    MAX_TURNS = "max_turns"
+    CONTEXT_LIMIT = "context_limit"
+    BAD_REPLY = "bad_reply"
+    ERROR = "error"
+
+
+@dataclass(slots=True)
+class Turn:
+    role: str                 # "user" (simulator) or "recommender"
+    text: str                 # clean text, markers stripped
+    raw_text: str             # what the model wrote
+    num_prompt_tokens: int
+    num_output_tokens: int
+    num_cached_tokens: int
+    finish_reason: str | None
+    item_ids: list[str]       # catalog items named in this turn, in order of mention
+    note: str | None = None   # parsing repair or problem
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What an engine returns for one turn."""
+    text: str
+    num_prompt_tokens: int
+    num_output_tokens: int
+    num_cached_tokens: int
+    finish_reason: str | None
+
+
+def turn_seed(run_seed: int, conversation_id: str, turn_index: int) -> int:
+    """Per-request sampling seed: the same conversation regenerated after a crash samples the same tokens."""
+    digest = hashlib.blake2b(f"{run_seed}:{conversation_id}:{turn_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
+
+
+@dataclass(slots=True)
+class Conversation:
+    conversation_id: str
+    conversation_index: int   # position in the run's deterministic order
+    seed: Seed
+    turns: list[Turn] = field(default_factory=list)
+    outcome: Outcome | None = None
+    error: str | None = None
+    accepted_item_id: str | None = None
+
+    @property
+    def next_role(self) -> str:
+        return "user" if len(self.turns) % 2 == 0 else "recommender"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def history(self) -> list[tuple[str, str]]:
+        return [(t.role, t.text) for t in self.turns]
+
+    def finish(self, outcome: Outcome, error: str | None = None) -> None:
+        self.outcome, self.error = outcome, error
+
+    def add_reply(self, completion: Completion, parser: ReplyParser, catalog: Catalog, max_turns: int) -> None:
+        role = self.next_role
+        parsed = parser.user_reply(completion.text) if role == "user" else parser.recommender_reply(completion.text)
+        item_ids = catalog.ground(parsed.text) if parsed.text else []
+        self.turns.append(Turn(role, parsed.text, completion.text, completion.num_prompt_tokens,
+                               completion.num_output_tokens, completion.num_cached_tokens,
+                               completion.finish_reason, item_ids, parsed.note))
+        if not parsed.text and not (parsed.is_accept or parsed.is_quit):
+            self.finish(Outcome.BAD_REPLY, f"{parsed.note} from the {role}")
+        elif parsed.is_accept and self.recommended_item_ids:
+            self.accepted_item_id = self._accepted_item(item_ids)
+            self.finish(Outcome.ACCEPTED)
+        elif parsed.is_quit:
+            self.finish(Outcome.GAVE_UP)
+        elif len(self.turns) >= max_turns:
+            self.finish(Outcome.MAX_TURNS)
+        if parsed.is_accept and not self.recommended_item_ids:
+            # Nothing was recommended yet, so there is nothing to accept: keep talking, but say so.
+            self.turns[-1].note = "accept marker before any recommendation, ignored"
+
+    def _accepted_item(self, named_now: list[str]) -> str | None:
+        recommended = self.recommended_item_ids
+        for item_id in named_now:  # the user names the one they pick
+            if item_id in recommended:
+                return item_id
+        for turn in reversed(self.turns):  # else the latest recommendation
+            if turn.role == "recommender" and turn.item_ids:
+                return turn.item_ids[0]
+        return None
+
+    @property
+    def recommended_item_ids(self) -> list[str]:
+        """Items the recommender named, in order of first mention."""
+        seen: dict[str, None] = {}
+        for turn in self.turns:
+            if turn.role == "recommender":
+                seen.update(dict.fromkeys(turn.item_ids))
+        return list(seen)
+
+    @property
+    def target_rank(self) -> int | None:
+        """1-based rank of the held-out target among the recommendations, None if never recommended."""
+        target = self.seed.target_item_id
+        recommended = self.recommended_item_ids
+        return recommended.index(target) + 1 if target is not None and target in recommended else None

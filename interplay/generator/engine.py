@@ -1,0 +1,128 @@
+"""The vLLM engine layer: the only module that imports vLLM.
+
+Topologies:
+  shared    one AsyncLLM serves both roles; with adapters, one LoRARequest per role on the same base
+  separate  one AsyncLLM per role, started one after the other, each with its own engine arguments (memory
+            split via gpu_memory_utilization / kv_cache_memory_bytes)
+
+Each role is served through a RoleClient: render chat messages to token ids with the serving tokenizer, and
+generate one turn with a per-request seed. Prompts go in as token ids, so what we count is what vLLM sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from interplay.generator.config import ROLES, ConfigError, GenerateConfig
+from interplay.generator.conversation import Completion
+from interplay.generator.scheduler import EngineDead
+
+
+def _engine_arg_names() -> set[str]:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+
+
+def check_config(config: GenerateConfig) -> None:
+    """Check engine and sampling keys against vLLM's own classes, before any engine starts."""
+    from vllm import SamplingParams
+
+    names = _engine_arg_names()
+    for role in ROLES:
+        prefix = "engine" if config.topology == "shared" else f"{role}.engine"
+        for key in config.engine_args(role):
+            if key not in names:
+                raise ConfigError(f"{prefix}.{key}: unknown vLLM engine argument")
+        sampling = config.sampling(role)
+        for key in sampling:
+            if key not in SamplingParams.__struct_fields__ or key.startswith("_") or key in ("seed", "output_kind"):
+                raise ConfigError(f"{role}.sampling.{key}: unknown or reserved sampling parameter "
+                                  "(seed is derived per conversation and turn)")
+        try:
+            SamplingParams(**sampling)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{role}.sampling: {e}") from None
+
+
+def _engine_args(config: GenerateConfig, role: str) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.platforms import current_platform
+
+    args = config.engine_args(role)
+    args.setdefault("disable_log_stats", True)
+    if current_platform.is_cpu():
+        # vLLM's CPU worker crashes ("CPU Generator does not use offset") when a request with its own seed is
+        # split across prefill chunks; per-turn seeds are how we make regeneration reproducible, so the CPU
+        # default schedules whole prompts.
+        args.setdefault("enable_chunked_prefill", False)
+    return AsyncEngineArgs(**args)
+
+
+class RoleClient:
+    """One role's view of an engine: its tokenizer, LoRA adapter and sampling parameters."""
+
+    def __init__(self, role: str, engine: Any, model: str, adapter: str | None, lora_id: int,
+                 sampling: dict[str, Any]):
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+        from vllm.sampling_params import RequestOutputKind
+
+        self.role, self.model, self.adapter, self.sampling = role, model, adapter, sampling
+        self._engine = engine
+        self._tokenizer = engine.get_tokenizer()
+        self._lora = LoRARequest(f"{role}-adapter", lora_id, adapter) if adapter else None
+        self._params = SamplingParams(**sampling, output_kind=RequestOutputKind.FINAL_ONLY)
+        self.max_model_len: int = engine.model_config.max_model_len
+        self.max_tokens: int = self._params.max_tokens or 16
+
+    def render(self, messages: list[dict[str, str]]) -> list[int]:
+        return list(self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        params = self._params.clone()
+        params.seed = seed
+        final = None
+        try:
+            async for output in self._engine.generate({"prompt_token_ids": prompt_token_ids}, params,
+                                                      request_id, lora_request=self._lora):
+                final = output
+        except EngineDeadError as e:
+            raise EngineDead(f"the {self.role} engine died: {e}") from e
+        except Exception:
+            if self._engine.errored:
+                raise EngineDead(f"the {self.role} engine died (see logs/engine.log)") from None
+            raise
+        out = final.outputs[0]
+        return Completion(out.text, len(prompt_token_ids), len(out.token_ids), final.num_cached_tokens or 0,
+                          out.finish_reason)
+
+
+@contextlib.asynccontextmanager
+async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, RoleClient]]:
+    """Start the engines of the configured topology; shut them down however the block ends."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    engines: list[Any] = []
+    try:
+        if config.topology == "shared":
+            engine = AsyncLLM.from_engine_args(_engine_args(config, "user"))
+            engines.append(engine)
+            by_role = {role: engine for role in ROLES}
+        else:
+            by_role = {}
+            for role in ROLES:  # one after the other: each sizes its memory with the other already resident
+                by_role[role] = AsyncLLM.from_engine_args(_engine_args(config, role))
+                engines.append(by_role[role])
+        yield {role: RoleClient(role, by_role[role], config.engine_args(role)["model"],
+                                getattr(config, role).adapter, lora_id, config.sampling(role))
+               for lora_id, role in enumerate(ROLES, start=1)}
+    finally:
+        for engine in engines:
+            engine.shutdown()

@@ -1,0 +1,37 @@
+"""The run's deterministic order of conversations, streamed from the seed file.
+
+Conversation i uses valid seed i mod S (S = number of valid seeds), so `--num-dialogues N` always means the same
+first N conversations. A seed used again on a later pass gets its own conversation id (`<seed_id>#<pass>`).
+Conversations already in finished shards are skipped without building them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterator
+from pathlib import Path
+
+from interplay.generator.conversation import Conversation
+from interplay.generator.seeds import iter_seeds
+
+
+def conversation_id(seed_id: str, pass_index: int) -> str:
+    return seed_id if pass_index == 0 else f"{seed_id}#{pass_index}"
+
+
+def iter_plan(seeds_path: str | Path, *, num_valid: int, num_dialogues: int, done: Container[int],
+              max_summary_chars: int = 4000) -> Iterator[Conversation]:
+    index = 0
+    pass_index = 0
+    while index < num_dialogues:
+        # Skip a whole pass without reading the file when every conversation in it is done.
+        if all(i in done for i in range(index, min(index + num_valid, num_dialogues))):
+            index += num_valid
+            pass_index += 1
+            continue
+        for seed in iter_seeds(seeds_path, max_summary_chars=max_summary_chars):
+            if index >= num_dialogues:
+                return
+            if index not in done:
+                yield Conversation(conversation_id(seed.seed_id, pass_index), index, seed)
+            index += 1
+        pass_index += 1

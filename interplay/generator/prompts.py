@@ -1,0 +1,66 @@
+"""Prompt rendering for both roles, shared by generation and training so that both see identical prompts.
+
+The user simulator sees its preference summary and target attributes (never the target item); the recommender
+sees only the conversation. Each role sees the dialogue from its own side: its own turns are `assistant`
+messages, the other role's turns are `user` messages. Histories only grow by appending, so every turn's prompt
+starts with the previous turn's prompt and vLLM's prefix cache serves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+USER_SYSTEM = """\
+You are a person chatting with a {item} recommender to find a {item} to watch tonight.
+About you: {preference_summary}
+What you are in the mood for now: {target_attributes}.
+Write only your own short messages (one or two sentences), never the recommender's. Say what you want, answer \
+its questions, and react to every {item} it suggests, saying why it fits or not. When it suggests a {item} that \
+matches what you want now, say which one you pick and end your message with {accept_marker}. If nothing fits \
+after several suggestions, say goodbye and end your message with {quit_marker}."""
+
+# The simulator speaks first, but chat templates expect a user message before the first assistant one, and small
+# models answer a greeting far better than an instruction: the simulator's prompt opens with this greeting,
+# which is not part of the stored dialogue and which the recommender never sees.
+USER_OPENING = "Hi! What kind of {item} are you in the mood for today?"
+
+RECOMMENDER_SYSTEM = """\
+You are a friendly {item} recommender chatting with a user. Ask short questions to learn what they want, then \
+recommend {item}s that fit. Name every {item} exactly as Title (Year). Suggest one or two {item}s per message \
+with a short reason, and suggest different ones when the user rejects them. Keep your messages short."""
+
+
+def format_attributes(attributes: Mapping[str, Sequence[str]]) -> str:
+    """{"genres": ["Comedy", "Drama"], "decade": ["1990s"]} -> "genres: Comedy, Drama; decade: 1990s"."""
+    return "; ".join(f"{name}: {', '.join(values)}" for name, values in attributes.items() if values)
+
+
+def user_system_prompt(preference_summary: str, target_attributes: Mapping[str, Sequence[str]], *,
+                       item: str = "movie", accept_marker: str = "[ACCEPT]", quit_marker: str = "[QUIT]",
+                       template: str | None = None) -> str:
+    return (template or USER_SYSTEM).format(
+        item=item, preference_summary=preference_summary, target_attributes=format_attributes(target_attributes),
+        accept_marker=accept_marker, quit_marker=quit_marker)
+
+
+def recommender_system_prompt(*, item: str = "movie", template: str | None = None) -> str:
+    return (template or RECOMMENDER_SYSTEM).format(item=item)
+
+
+def role_messages(role: str, system: str, history: Sequence[tuple[str, str]], *,
+                  item: str = "movie") -> list[dict[str, str]]:
+    """Chat messages for `role` ("user" simulator or "recommender") given the dialogue so far.
+
+    `history` is [(speaker, text), ...] with speaker "user" or "recommender", the user first.
+    """
+    messages = [{"role": "system", "content": system}]
+    if role == "user":
+        messages.append({"role": "user", "content": USER_OPENING.format(item=item)})
+    for speaker, text in history:
+        messages.append({"role": "assistant" if speaker == role else "user", "content": text})
+    return messages
+
+
+def corpus_messages(history: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """The stored `messages` column: `user` = simulated user, `assistant` = recommender, no system prompt."""
+    return [{"role": "user" if speaker == "user" else "assistant", "content": text} for speaker, text in history]

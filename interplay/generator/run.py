@@ -1,0 +1,144 @@
+"""One generation run: check everything, open the output, start the engines, run the scheduler, write shards.
+
+Every check that can fail (config, engine and sampling keys, seeds, catalog, output directory) runs before any
+engine starts, so bad input costs seconds, not an engine start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from interplay.generator.catalog import Catalog
+from interplay.generator.config import ROLES, GenerateConfig
+from interplay.generator.conversation import Conversation
+from interplay.generator.parsing import ReplyParser
+from interplay.generator.plan import iter_plan
+from interplay.generator.prompts import recommender_system_prompt, role_messages, user_system_prompt
+from interplay.generator.records import RoleInfo, to_record
+from interplay.generator.scheduler import RoleClient, Scheduler
+from interplay.generator.seeds import SeedScan, scan_seeds
+from interplay.generator.writer import CorpusWriter
+
+OpenEngines = Callable[[GenerateConfig], AbstractAsyncContextManager[dict[str, RoleClient]]]
+
+
+def resolve_seeds(config: GenerateConfig) -> tuple[Path, Path]:
+    s = config.seeds
+    if s.source == "file":
+        return Path(s.path).expanduser(), Path(s.catalog).expanduser()
+    from interplay.generator.movielens import build_movielens
+    from interplay.prepare import default_movielens_dir
+
+    return build_movielens(default_movielens_dir(), targets_per_user=s.targets_per_user,
+                           min_target_rating=s.min_target_rating, seed=config.seed)
+
+
+def prompt_messages(config: GenerateConfig) -> Callable[[Conversation, str], list[dict[str, str]]]:
+    """(conversation, role) -> the chat messages that role is prompted with for its next turn."""
+    conv_cfg = config.conversation
+    recommender = recommender_system_prompt(item=conv_cfg.item_noun, template=config.recommender.system_prompt)
+
+    def render(conv: Conversation, role: str) -> list[dict[str, str]]:
+        if role == "recommender":
+            system = recommender
+        else:
+            system = user_system_prompt(conv.seed.preference_summary, conv.seed.target_attributes,
+                                        item=conv_cfg.item_noun, accept_marker=conv_cfg.accept_marker,
+                                        quit_marker=conv_cfg.quit_marker, template=config.user.system_prompt)
+        return role_messages(role, system, conv.history, item=conv_cfg.item_noun)
+    return render
+
+
+class Generation:
+    """Prepared run: inputs checked and the output directory opened, engines not started yet."""
+
+    def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False):
+        self.config = config
+        self.seeds_path, catalog_path = resolve_seeds(config)
+        self.scan: SeedScan = scan_seeds(self.seeds_path, max_summary_chars=config.seeds.max_summary_chars)
+        self.catalog = Catalog.load(catalog_path)
+        self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=config.hash(),
+                                   dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite)
+        n = config.num_dialogues
+        self.num_already_done = sum(1 for i in self.writer.done if i < n)
+
+    @property
+    def num_remaining(self) -> int:
+        return self.config.num_dialogues - self.num_already_done
+
+    def _manifest_extra(self) -> dict[str, Any]:
+        return {"num_dialogues": self.config.num_dialogues,
+                "seeds": {"path": str(self.seeds_path), "num_rows": self.scan.num_rows,
+                          "num_valid": self.scan.num_valid, "skipped": self.scan.skipped}}
+
+    async def run(self, open_engines: OpenEngines, *, progress: TextIO | None = None) -> dict[str, Any]:
+        """Generate the remaining conversations; returns the manifest. Interrupted runs write what is done."""
+        if self.num_remaining == 0:
+            return self.writer.close(complete=True, extra=self._manifest_extra())
+        cfg = self.config
+        bar = tqdm(total=cfg.num_dialogues, initial=self.num_already_done, unit="dlg", file=progress,
+                   disable=progress is None, dynamic_ncols=True, smoothing=0.1)
+        started = time.time()
+        scheduler: Scheduler | None = None
+        try:
+            async with open_engines(cfg) as clients:
+                roles = {r: RoleInfo(clients[r].model, getattr(cfg, r).adapter, cfg.sampling(r)) for r in ROLES}
+                started = time.time()
+                self.writer.start_clock()  # throughput counts generation, not engine start-up
+
+                def on_finished(conv: Conversation) -> None:
+                    self.writer.add(to_record(conv, roles))
+                    elapsed = max(time.time() - started, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(tok_s=f"{scheduler.stats.num_output_tokens / elapsed:.0f}",
+                                    in_flight=scheduler.stats.num_in_flight, refresh=False)
+
+                scheduler = Scheduler(
+                    clients, prompt_messages(cfg), catalog=self.catalog,
+                    parser=ReplyParser(cfg.conversation.accept_marker, cfg.conversation.quit_marker),
+                    max_turns=cfg.conversation.max_turns, max_in_flight=cfg.max_in_flight, run_seed=cfg.seed,
+                    on_finished=on_finished)
+                plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
+                                 done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars)
+                with _stop_on_sigint(scheduler):
+                    await scheduler.run(plan)
+        finally:
+            bar.close()
+            # Whatever happened, finished conversations are written; the corpus is complete only if every
+            # requested conversation is in a shard.
+            done = sum(1 for i in self.writer.done if i < cfg.num_dialogues)
+            manifest = self.writer.close(complete=done == cfg.num_dialogues, extra=self._manifest_extra())
+        return manifest
+
+
+class _stop_on_sigint:
+    """First Ctrl-C: start no new conversations and let active ones finish. Second Ctrl-C: stop at once."""
+
+    def __init__(self, scheduler: Scheduler):
+        self.scheduler = scheduler
+
+    def __enter__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        try:
+            self.loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        except (NotImplementedError, RuntimeError):  # not the main thread: keep the default handler
+            self.loop = None
+
+    def _on_sigint(self) -> None:
+        if self.scheduler.is_stopping:
+            self.task.cancel()
+        else:
+            self.scheduler.stop()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.loop is not None:
+            self.loop.remove_signal_handler(signal.SIGINT)

@@ -1,0 +1,110 @@
+"""The asyncio scheduler: keeps up to max_in_flight conversations active, each with its one next turn submitted.
+
+There are no waves. Each of max_in_flight workers takes the next conversation from the plan, runs it turn by
+turn (render -> check context -> generate -> parse and ground), hands it to `on_finished` and takes the next.
+The moment a turn finishes the next turn of that conversation is submitted, so the engine always holds every
+active conversation's pending turn and vLLM's continuous batching batches them per role. Memory is bounded by
+max_in_flight conversations, not by corpus size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from interplay.generator.catalog import Catalog
+from interplay.generator.conversation import Completion, Conversation, Outcome, turn_seed
+from interplay.generator.parsing import ReplyParser
+
+
+class EngineDead(RuntimeError):
+    """The engine itself is gone: no further request can succeed, so the run stops (and can be resumed)."""
+
+
+class RoleClient(Protocol):
+    role: str
+    max_model_len: int  # tokens, prompt + output
+    max_tokens: int     # output tokens of one turn
+
+    def render(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion: ...
+
+
+@dataclass
+class SchedulerStats:
+    num_in_flight: int = 0
+    num_finished: int = 0
+    num_turns: int = 0
+    num_output_tokens: int = 0
+    max_in_flight_seen: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(self, clients: dict[str, RoleClient],
+                 messages: Callable[[Conversation, str], list[dict[str, str]]], *,
+                 catalog: Catalog, parser: ReplyParser, max_turns: int, max_in_flight: int, run_seed: int,
+                 on_finished: Callable[[Conversation], None]):
+        self.clients = clients
+        self.messages = messages  # (conversation, role) -> that role's chat messages
+        self.catalog, self.parser = catalog, parser
+        self.max_turns, self.max_in_flight, self.run_seed = max_turns, max_in_flight, run_seed
+        self.on_finished = on_finished
+        self.stats = SchedulerStats()
+        self.is_stopping = False
+
+    def stop(self) -> None:
+        """Start no new conversations; the active ones run to their end."""
+        self.is_stopping = True
+
+    async def run(self, plan: Iterator[Conversation]) -> None:
+        workers = [asyncio.create_task(self._worker(plan)) for _ in range(self.max_in_flight)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:  # one worker failed (EngineDead): do not leave the others running
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self, plan: Iterator[Conversation]) -> None:
+        # The plan is a plain iterator shared by all workers; next() never awaits, so no two workers take the
+        # same conversation.
+        while not self.is_stopping:
+            conv = next(plan, None)
+            if conv is None:
+                return
+            self.stats.num_in_flight += 1
+            self.stats.max_in_flight_seen = max(self.stats.max_in_flight_seen, self.stats.num_in_flight)
+            try:
+                while not conv.is_finished:
+                    await self.step(conv)
+            finally:
+                self.stats.num_in_flight -= 1
+            self.stats.num_finished += 1
+            self.stats.by_outcome[conv.outcome.value] = self.stats.by_outcome.get(conv.outcome.value, 0) + 1
+            self.on_finished(conv)
+
+    async def step(self, conv: Conversation) -> None:
+        """Run the conversation's next turn."""
+        role = conv.next_role
+        client = self.clients[role]
+        prompt = client.render(self.messages(conv, role))
+        if len(prompt) + client.max_tokens > client.max_model_len:
+            conv.finish(Outcome.CONTEXT_LIMIT, f"{role} prompt of {len(prompt)} tokens + max_tokens "
+                                               f"{client.max_tokens} > max_model_len {client.max_model_len}")
+            return
+        turn = len(conv.turns)
+        try:
+            completion = await client.generate(f"{conv.conversation_id}@{turn}", prompt,
+                                               turn_seed(self.run_seed, conv.conversation_id, turn))
+        except (EngineDead, asyncio.CancelledError):
+            raise
+        except Exception as e:  # one failed request ends only its own conversation
+            conv.finish(Outcome.ERROR, f"{role} turn {turn}: {type(e).__name__}: {e}")
+            return
+        self.stats.num_turns += 1
+        self.stats.num_output_tokens += completion.num_output_tokens
+        conv.add_reply(completion, self.parser, self.catalog, self.max_turns)

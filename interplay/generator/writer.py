@@ -1,0 +1,203 @@
+"""Parquet shards and the manifest, with exactly-once resume.
+
+Layout of an output directory:
+    manifest.json            config + hash, shards with row counts and stats, totals, one entry per run
+    shard-00000.parquet ...  finished shards; a shard is written as .shard-NNNNN.tmp and renamed into place,
+                             so no reader globbing *.parquet ever sees a partial file
+    logs/engine.log          vLLM's own log lines
+
+Resume: the finished shards are the truth. On open, every shard's `conversation_index` column is read; those
+conversations are done, everything else is (re)generated. Conversations buffered but not yet in a shard when
+the process died are simply generated again, so each conversation lands in exactly one shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from interplay.generator.records import ROLES, SCHEMA, add_stats, empty_stats, merge_stats
+
+FORMAT = "interplay.corpus/1"
+MANIFEST = "manifest.json"
+SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
+ROW_GROUP_ROWS = 1000
+
+
+class OutputError(Exception):
+    """The output directory cannot be used for this run; the message says why and what to do."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise OutputError(f"{path} is unreadable ({e}); move it away to start over") from None
+
+
+def shard_files(out_dir: str | Path) -> list[Path]:
+    return sorted(p for p in Path(out_dir).iterdir() if SHARD_RE.match(p.name))
+
+
+def _stats_from_file(path: Path) -> dict[str, Any]:
+    stats = empty_stats()
+    for record in pq.read_table(path, columns=["outcome", "turns"]).to_pylist():
+        add_stats(stats, record)
+    return stats
+
+
+class CorpusWriter:
+    """Buffers finished conversations and writes them as numbered shards; keeps the manifest current."""
+
+    def __init__(self, out_dir: str | Path, *, config: dict[str, Any], config_hash: str,
+                 dialogues_per_shard: int, overwrite: bool = False):
+        self.out_dir = Path(out_dir)
+        self.dialogues_per_shard = dialogues_per_shard
+        self._buffer: list[dict[str, Any]] = []
+        self._opened = self._run_started = time.time()
+        self._run_stats = empty_stats()
+        self.manifest = self._open(config, config_hash, overwrite)
+        self.done = self._scan_done()
+
+    # -- opening and resuming ---------------------------------------------------------------------------------
+
+    def _open(self, config: dict[str, Any], config_hash: str, overwrite: bool) -> dict[str, Any]:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.out_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise OutputError(f"cannot write to output directory {self.out_dir}: {e.strerror or e}") from None
+        manifest = read_manifest(self.out_dir)
+        if overwrite:
+            self._clear()
+            manifest = None
+        elif manifest is None and any(p.name != "logs" for p in self.out_dir.iterdir()):
+            raise OutputError(f"{self.out_dir} is not empty and holds no {MANIFEST}: choose an empty or new "
+                              "directory (or pass --overwrite to delete interplay files there)")
+        elif manifest is not None and manifest.get("config_hash") != config_hash:
+            raise OutputError(
+                f"{self.out_dir} holds a run with a different config (hash {manifest.get('config_hash')}, this "
+                f"config {config_hash}); use another --output, or --overwrite to replace it")
+        for tmp in self.out_dir.glob(".*.tmp"):  # partial files of a killed run: never part of the corpus
+            tmp.unlink()
+        if manifest is None:
+            manifest = {"format": FORMAT, "status": "running", "config_hash": config_hash, "config": config,
+                        "shards": [], "runs": []}
+        manifest["status"] = "running"
+        return manifest
+
+    def _clear(self) -> None:
+        for path in self.out_dir.iterdir():
+            if SHARD_RE.match(path.name) or path.name == MANIFEST or path.name.endswith(".tmp"):
+                path.unlink()
+
+    def _scan_done(self) -> set[int]:
+        """Read the finished shards: which conversations are done, and per-shard stats for the manifest."""
+        known = {s["file"]: s for s in self.manifest["shards"]}
+        shards, done = [], set()
+        for path in shard_files(self.out_dir):
+            indices = pq.read_table(path, columns=["conversation_index"]).column(0).to_pylist()
+            done.update(indices)
+            # A shard renamed into place just before a crash may be missing from the manifest: recount it.
+            entry = known.get(path.name) or {"file": path.name, **_stats_from_file(path)}
+            shards.append(entry)
+        self.manifest["shards"] = shards
+        return done
+
+    @property
+    def num_done(self) -> int:
+        return len(self.done)
+
+    def start_clock(self) -> None:
+        """Generation starts now: what came before (engine start-up) is reported apart."""
+        self._run_started = time.time()
+
+    # -- writing ----------------------------------------------------------------------------------------------
+
+    def add(self, record: dict[str, Any]) -> None:
+        self._buffer.append(record)
+        self.done.add(record["conversation_index"])
+        add_stats(self._run_stats, record)
+        if len(self._buffer) >= self.dialogues_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        number = max((int(SHARD_RE.match(s["file"]).group(1)) for s in self.manifest["shards"]), default=-1) + 1
+        name = f"shard-{number:05d}.parquet"
+        table = pa.Table.from_pylist(self._buffer, schema=SCHEMA)
+        tmp = self.out_dir / f".{name}.tmp"
+        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as w:
+            w.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.out_dir / name)
+        stats = empty_stats()
+        for record in self._buffer:
+            add_stats(stats, record)
+        self.manifest["shards"].append({"file": name, **stats})
+        self._buffer.clear()
+        self.write_manifest()
+
+    def write_manifest(self, *, complete: bool = False, extra: dict[str, Any] | None = None) -> None:
+        m = self.manifest
+        m["status"] = "complete" if complete else "running"
+        m["totals"] = totals(m["shards"])
+        m.update(extra or {})
+        _atomic_write_bytes(self.out_dir / MANIFEST, json.dumps(m, indent=2).encode())
+
+    def run_summary(self) -> dict[str, Any]:
+        """Figures for the run in this process (not earlier runs on the same directory)."""
+        wall = time.time() - self._run_started
+        output = sum(self._run_stats["tokens"][r]["output"] for r in ROLES)
+        return {
+            "started_at": datetime.fromtimestamp(self._opened, timezone.utc).isoformat(timespec="seconds"),
+            "startup_s": round(self._run_started - self._opened, 2),
+            "wall_s": round(wall, 2),
+            "num_dialogues": self._run_stats["num_rows"],
+            "output_tokens": output,
+            "dialogues_per_s": round(self._run_stats["num_rows"] / wall, 3) if wall > 0 else 0.0,
+            "output_tok_per_s": round(output / wall, 1) if wall > 0 else 0.0,
+            "outcomes": self._run_stats["outcomes"],
+        }
+
+    def close(self, *, complete: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Flush the buffer, record this run and write the manifest; `complete` once every conversation is done."""
+        self.flush()
+        self.manifest["runs"].append(self.run_summary())
+        self.write_manifest(complete=complete, extra=extra)
+        return self.manifest
+
+
+def totals(shards: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    total = empty_stats()
+    for shard in shards:
+        merge_stats(total, shard)
+    total["cached_prompt_share"] = {
+        role: round(t["cached"] / t["prompt"], 4) if t["prompt"] else 0.0 for role, t in total["tokens"].items()}
+    total["num_dialogues"] = total.pop("num_rows")
+    return total

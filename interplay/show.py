@@ -1,0 +1,43 @@
+"""`interplay show DIR`: print a few dialogues of a corpus, readably."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pyarrow.parquet as pq
+
+from interplay.generator.writer import OutputError, read_manifest, shard_files
+
+COLUMNS = ["conversation_id", "outcome", "error", "turns", "preference_summary", "target_attributes",
+           "target_item_id", "accepted_item_id", "target_rank"]
+
+
+def _attributes(value: list[dict]) -> str:
+    return "; ".join(f"{a['name']}: {', '.join(a['values'])}" for a in value or [])
+
+
+def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
+    if read_manifest(out_dir) is None:
+        raise OutputError(f"{out_dir} holds no manifest.json: not an interplay output directory")
+    shown = 0
+    for path in shard_files(out_dir):
+        for row in pq.read_table(path, columns=COLUMNS).to_pylist():
+            if outcome and row["outcome"] != outcome:
+                continue
+            print(f"=== {row['conversation_id']}  outcome: {row['outcome']}"
+                  + (f" ({row['error']})" if row["error"] else ""))
+            print(textwrap.fill(f"preference summary: {row['preference_summary']}", 110,
+                                subsequent_indent="    "))
+            print(f"target attributes: {_attributes(row['target_attributes'])}   held-out target: "
+                  f"{row['target_item_id']}   accepted: {row['accepted_item_id']}   "
+                  f"target rank: {row['target_rank']}")
+            for turn in row["turns"]:
+                label = "USER" if turn["role"] == "user" else "RECOMMENDER"
+                items = f"   -> items {turn['item_ids']}" if turn["item_ids"] else ""
+                print(textwrap.fill(f"{label}: {turn['text']}", 110, subsequent_indent="    ") + items)
+            print()
+            shown += 1
+            if shown >= num:
+                return
+    if shown == 0:
+        print("no dialogues" + (f" with outcome {outcome!r}" if outcome else ""))
