@@ -116,7 +116,7 @@ def _generate(args: argparse.Namespace) -> int:
             manifest = asyncio.run(generation.run(open_engines, progress=err))
         except EngineDead as e:
             failure, manifest = str(e), generation.writer.manifest
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):  # a second Ctrl-C cancels the run at once
             failure, manifest = "interrupted", generation.writer.manifest
     print(_summary(manifest, args.output))
     if failure:

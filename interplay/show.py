@@ -20,6 +20,8 @@ def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
     if read_manifest(out_dir) is None:
         raise OutputError(f"{out_dir} holds no manifest.json: not an interplay output directory")
     shown = 0
+    if num <= 0:
+        return
     for path in shard_files(out_dir):
         for row in pq.read_table(path, columns=COLUMNS).to_pylist():
             if outcome and row["outcome"] != outcome:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ROLES = ("user", "recommender")
 # Keys that change how fast a run goes but not which dialogues it produces: excluded from the config hash, so a
 # rerun may change them (and --num-dialogues may grow a corpus).
-RUNTIME_KEYS = ("num_dialogues", "max_in_flight")
+RUNTIME_KEYS = ("num_dialogues", "max_in_flight", "dialogues_per_shard")
 # vLLM's own default max_tokens is 16, far too short for a turn.
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 128}
 
@@ -67,6 +67,16 @@ class RoleConfig(_Strict):
             raise ValueError(f"no LoRA adapter at {v!r} (adapter_config.json not found)")
         return v
 
+    @field_validator("system_prompt")
+    @classmethod
+    def _template_placeholders(cls, v: str | None) -> str | None:
+        # Rendered per conversation inside the scheduler: a bad placeholder must fail here, before engines start.
+        from interplay.generator.prompts import check_template
+
+        if v is not None:
+            check_template(v)
+        return v
+
     @property
     def adapter_rank(self) -> int | None:
         if self.adapter is None:
@@ -88,7 +98,7 @@ class SeedsConfig(_Strict):
             for name in ("path", "catalog"):
                 value = getattr(self, name)
                 if value is None:
-                    raise ValueError(f"seeds.{name} is required with source: file")
+                    raise ValueError(f"seeds.{name}: required with source: file")
                 if not Path(_expand(value)).is_file():
                     raise ValueError(f"seeds.{name}: file {value!r} does not exist")
         return self
@@ -118,18 +128,18 @@ class GenerateConfig(_Strict):
         for role in ROLES:
             rc: RoleConfig = getattr(self, role)
             if self.topology == "shared" and rc.engine:
-                raise ValueError(f"{role}.engine is set but topology is shared: per-role engines need "
+                raise ValueError(f"{role}.engine: set, but topology is shared: per-role engines need "
                                  "topology: separate (or move the arguments to the top-level engine)")
             args = self.engine_args(role)
-            model = args.get("model")
+            model, field = args.get("model"), "engine.model" if self.topology == "shared" else f"{role}.engine.model"
             if not model:
-                raise ValueError(f"{'engine' if self.topology == 'shared' else role + '.engine'}.model is required")
+                raise ValueError(f"{field}: required")
             if _looks_local(model) and not (Path(model) / "config.json").is_file():
-                raise ValueError(f"model {model!r} does not exist (no config.json there); "
+                raise ValueError(f"{field}: model {model!r} does not exist (no config.json there); "
                                  "run `interplay prepare` for the embedded default")
             rank, max_rank = rc.adapter_rank, int(args.get("max_lora_rank", 16))
             if rank is not None and rank > max_rank:
-                raise ValueError(f"{role}.adapter has rank {rank}, above max_lora_rank={max_rank}; "
+                raise ValueError(f"{role}.adapter: rank {rank} is above max_lora_rank={max_rank}; "
                                  f"set engine.max_lora_rank: {rank}")
         return self
 
@@ -184,6 +194,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             data = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
@@ -200,10 +212,11 @@ def format_validation_error(error: ValidationError, path: str | Path | None) -> 
     where = f" in {path}" if path else ""
     lines = []
     for err in error.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(config)"
+        field = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         bad = "" if err["type"] in ("missing", "value_error") else f" (got {err.get('input')!r})"
-        lines.append(f"{field}: {msg}{bad}")
+        # Checks that span several fields name their field at the start of the message themselves.
+        lines.append(f"{field}: {msg}{bad}" if field else f"{msg}{bad}")
     return f"invalid config{where}:\n  " + "\n  ".join(lines)

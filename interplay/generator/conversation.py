@@ -87,18 +87,20 @@ class Conversation:
         self.turns.append(Turn(role, parsed.text, completion.text, completion.num_prompt_tokens,
                                completion.num_output_tokens, completion.num_cached_tokens,
                                completion.finish_reason, item_ids, parsed.note))
-        if not parsed.text and not (parsed.is_accept or parsed.is_quit):
-            self.finish(Outcome.BAD_REPLY, f"{parsed.note} from the {role}")
-        elif parsed.is_accept and self.recommended_item_ids:
+        can_accept = parsed.is_accept and bool(self.recommended_item_ids)
+        if parsed.is_accept and not can_accept:
+            # Nothing was recommended yet, so there is nothing to accept: keep talking, but say so.
+            self.turns[-1].note = "accept marker before any recommendation, ignored"
+        if not parsed.text and not (can_accept or parsed.is_quit):
+            # An empty turn would reach the other role as an empty message and the corpus as empty content.
+            self.finish(Outcome.BAD_REPLY, f"{parsed.note or self.turns[-1].note} (empty {role} turn)")
+        elif can_accept:
             self.accepted_item_id = self._accepted_item(item_ids)
             self.finish(Outcome.ACCEPTED)
         elif parsed.is_quit:
             self.finish(Outcome.GAVE_UP)
         elif len(self.turns) >= max_turns:
             self.finish(Outcome.MAX_TURNS)
-        if parsed.is_accept and not self.recommended_item_ids:
-            # Nothing was recommended yet, so there is nothing to accept: keep talking, but say so.
-            self.turns[-1].note = "accept marker before any recommendation, ignored"
 
     def _accepted_item(self, named_now: list[str]) -> str | None:
         recommended = self.recommended_item_ids

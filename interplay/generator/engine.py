@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,7 +45,7 @@ def check_config(config: GenerateConfig) -> None:
                                   "(seed is derived per conversation and turn)")
         try:
             SamplingParams(**sampling)
-        except (TypeError, ValueError) as e:
+        except Exception as e:  # vLLM raises its own VLLMValidationError for bad values
             raise ConfigError(f"{role}.sampling: {e}") from None
 
 
@@ -104,6 +105,17 @@ class RoleClient:
                           out.finish_reason)
 
 
+@contextlib.contextmanager
+def _sigint_blocked():
+    """Processes started in this block inherit a blocked SIGINT, so a Ctrl-C in the terminal reaches only us: the
+    first one stops the run gracefully while the engines keep serving the conversations still in flight."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 @contextlib.asynccontextmanager
 async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, RoleClient]]:
     """Start the engines of the configured topology; shut them down however the block ends."""
@@ -111,15 +123,15 @@ async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, RoleCl
 
     engines: list[Any] = []
     try:
-        if config.topology == "shared":
-            engine = AsyncLLM.from_engine_args(_engine_args(config, "user"))
-            engines.append(engine)
-            by_role = {role: engine for role in ROLES}
-        else:
-            by_role = {}
-            for role in ROLES:  # one after the other: each sizes its memory with the other already resident
-                by_role[role] = AsyncLLM.from_engine_args(_engine_args(config, role))
-                engines.append(by_role[role])
+        with _sigint_blocked():
+            if config.topology == "shared":
+                engines.append(AsyncLLM.from_engine_args(_engine_args(config, "user")))
+                by_role = {role: engines[0] for role in ROLES}
+            else:
+                by_role = {}
+                for role in ROLES:  # one after the other: each sizes its memory with the other already resident
+                    by_role[role] = AsyncLLM.from_engine_args(_engine_args(config, role))
+                    engines.append(by_role[role])
         yield {role: RoleClient(role, by_role[role], config.engine_args(role)["model"],
                                 getattr(config, role).adapter, lora_id, config.sampling(role))
                for lora_id, role in enumerate(ROLES, start=1)}

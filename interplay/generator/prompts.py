@@ -30,6 +30,20 @@ recommend {item}s that fit. Name every {item} exactly as Title (Year). Suggest o
 with a short reason, and suggest different ones when the user rejects them. Keep your messages short."""
 
 
+PLACEHOLDERS = ("item", "preference_summary", "target_attributes", "accept_marker", "quit_marker")
+
+
+def check_template(template: str) -> None:
+    """Raise ValueError naming the problem if `template` cannot be rendered with the known placeholders."""
+    try:
+        template.format(**{name: "" for name in PLACEHOLDERS})
+    except KeyError as e:
+        raise ValueError(f"unknown placeholder {{{e.args[0]}}}; known: "
+                         + ", ".join(f"{{{n}}}" for n in PLACEHOLDERS)) from None
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"not a valid template ({e}); write literal braces as {{{{ and }}}}") from None
+
+
 def format_attributes(attributes: Mapping[str, Sequence[str]]) -> str:
     """{"genres": ["Comedy", "Drama"], "decade": ["1990s"]} -> "genres: Comedy, Drama; decade: 1990s"."""
     return "; ".join(f"{name}: {', '.join(values)}" for name, values in attributes.items() if values)

@@ -79,6 +79,8 @@ class CorpusWriter:
         self._run_stats = empty_stats()
         self.manifest = self._open(config, config_hash, overwrite)
         self.done = self._scan_done()
+        # Written before the first shard, so a directory holding shards always holds a manifest too.
+        self.write_manifest()
 
     # -- opening and resuming ---------------------------------------------------------------------------------
 
@@ -94,7 +96,8 @@ class CorpusWriter:
         if overwrite:
             self._clear()
             manifest = None
-        elif manifest is None and any(p.name != "logs" for p in self.out_dir.iterdir()):
+        elif manifest is None and any(p.name != "logs" and not p.name.endswith(".tmp")
+                                      for p in self.out_dir.iterdir()):
             raise OutputError(f"{self.out_dir} is not empty and holds no {MANIFEST}: choose an empty or new "
                               "directory (or pass --overwrite to delete interplay files there)")
         elif manifest is not None and manifest.get("config_hash") != config_hash:
@@ -107,6 +110,7 @@ class CorpusWriter:
             manifest = {"format": FORMAT, "status": "running", "config_hash": config_hash, "config": config,
                         "shards": [], "runs": []}
         manifest["status"] = "running"
+        manifest["config"] = config  # same hash; runtime keys (num_dialogues, max_in_flight) may have changed
         return manifest
 
     def _clear(self) -> None:
