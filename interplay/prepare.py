@@ -8,11 +8,13 @@ GGUF file); vLLM wants a Hugging Face model directory, so we dequantise it once 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import shutil
 from pathlib import Path
 
+HELP = "prepare the embedded model and MovieLens seeds (no downloads)"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_DIR_NAME = "smollm2-135m-instruct"
 
@@ -69,3 +71,13 @@ def prepare_seeds(out_dir: Path | None = None) -> tuple[Path, Path]:
     from interplay.generator.movielens import build_movielens
 
     return build_movielens(Path(out_dir or default_movielens_dir()))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(args: argparse.Namespace) -> int:
+    print(f"model: {prepare_model()}")
+    print("seeds, catalog: {}, {}".format(*prepare_seeds()))
+    return 0

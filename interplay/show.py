@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import textwrap
 
 import pyarrow.parquet as pq
 
 from interplay.generator.writer import OutputError, read_manifest, shard_files
+
+HELP = "print a few dialogues of a corpus"
 
 COLUMNS = ["conversation_id", "outcome", "error", "turns", "preference_summary", "target_attributes",
            "target_item_id", "accepted_item_id", "target_rank"]
@@ -43,3 +46,14 @@ def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
                 return
     if shown == 0:
         print("no dialogues" + (f" with outcome {outcome!r}" if outcome else ""))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", help="output directory of a run")
+    parser.add_argument("-n", "--num", type=int, default=3, help="how many dialogues")
+    parser.add_argument("--outcome", help="only dialogues with this outcome (accepted, max_turns, ...)")
+
+
+def main(args: argparse.Namespace) -> int:
+    show(args.output, num=args.num, outcome=args.outcome)
+    return 0

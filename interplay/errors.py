@@ -1,0 +1,9 @@
+"""The input errors every command reports as one message and exit status 2 (never a traceback)."""
+
+from interplay.generator.catalog import CatalogError
+from interplay.generator.config import ConfigError
+from interplay.generator.seeds import SeedError
+from interplay.generator.writer import OutputError
+
+# A new input error type belongs here, so that `interplay` reports it cleanly.
+INPUT_ERRORS: tuple[type[Exception], ...] = (ConfigError, SeedError, CatalogError, OutputError)
