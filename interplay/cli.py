@@ -1,4 +1,6 @@
-"""The `interplay` command line: one subcommand per module, each with HELP, add_arguments(parser) and main(args).
+"""interplay: conversational-recommendation corpora from two LLMs talking on vLLM.
+
+One subcommand per module, each with HELP, add_arguments(parser) and main(args):
 
     interplay prepare                                         # embedded model + MovieLens seeds into the cache
     interplay generate --config configs/embedded.yaml --output out/embedded [--num-dialogues N] [--set K=V ...]
