@@ -16,16 +16,17 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from interplay.distributed.partition import Partition
 from interplay.generator.catalog import Catalog
 from interplay.generator.config import ROLES, GenerateConfig
 from interplay.generator.conversation import Conversation
 from interplay.generator.parsing import ReplyParser
-from interplay.generator.plan import iter_plan
+from interplay.generator.plan import count_planned, iter_plan
 from interplay.generator.prompts import recommender_system_prompt, role_messages, user_system_prompt
 from interplay.generator.records import RoleInfo, to_record
 from interplay.generator.scheduler import RoleClient, Scheduler
 from interplay.generator.seeds import SeedScan, scan_seeds
-from interplay.generator.writer import CorpusWriter
+from interplay.generator.writer import CorpusWriter, OutputError
 
 OpenEngines = Callable[[GenerateConfig], AbstractAsyncContextManager[dict[str, RoleClient]]]
 
@@ -60,34 +61,67 @@ def prompt_messages(config: GenerateConfig) -> Callable[[Conversation, str], lis
 class Generation:
     """Prepared run: inputs checked and the output directory opened, engines not started yet."""
 
-    def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False):
+    def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False,
+                 partition: Partition | None = None):
         self.config = config
-        self.seeds_path, catalog_path = resolve_seeds(config)
-        self.scan: SeedScan = scan_seeds(self.seeds_path, max_summary_chars=config.seeds.max_summary_chars)
-        self.catalog = Catalog.load(catalog_path)
+        self.partition = partition
+        self.seeds_path, self.catalog_path = resolve_seeds(config)
+        self.catalog = Catalog.load(self.catalog_path)
+        # The catalog's ids: a seed whose target is not among them is skipped (counted in the manifest).
+        self.scan: SeedScan = scan_seeds(self.seeds_path, max_summary_chars=config.seeds.max_summary_chars,
+                                         known_items=self.catalog)
         self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=config.hash(),
-                                   dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite)
-        n = config.num_dialogues
-        self.num_already_done = sum(1 for i in self.writer.done if i < n)
+                                   dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite,
+                                   partition_tag=partition.tag if partition else None)
+        self._check_same_seeds()
+        self._owns = partition.owns if partition else None
+        self.num_planned = count_planned(self.seeds_path, num_valid=self.scan.num_valid,
+                                         num_dialogues=config.num_dialogues, owns=self._owns,
+                                         max_summary_chars=config.seeds.max_summary_chars, known_items=self.catalog)
+        self.num_already_done = self.num_done
+        self.scheduler: Scheduler | None = None
+
+    @property
+    def num_done(self) -> int:
+        """This run's (or partition's) requested conversations that are finished."""
+        return sum(1 for i in self.writer.done if i < self.config.num_dialogues)
 
     @property
     def num_remaining(self) -> int:
-        return self.config.num_dialogues - self.num_already_done
+        return self.num_planned - self.num_already_done
+
+    @property
+    def num_output_tokens(self) -> int:
+        return self.scheduler.stats.num_output_tokens if self.scheduler else 0
+
+    def _check_same_seeds(self) -> None:
+        """Conversation i is valid seed i mod S: if the seed file (same path, so same config hash) now validates
+        differently, resuming would pair finished indices with other seeds. Refuse instead."""
+        before, scan = self.writer.manifest.get("seeds"), self.scan
+        if before and (before.get("num_rows"), before.get("num_valid"), before.get("skipped")) != (
+                scan.num_rows, scan.num_valid, scan.skipped):
+            raise OutputError(
+                f"{self.writer.out_dir} was generated from {before.get('num_valid')} usable of "
+                f"{before.get('num_rows')} seed rows, but {self.seeds_path} now gives {scan.num_valid} of "
+                f"{scan.num_rows}: the seeds or the catalog changed; restore them, or use another --output "
+                "(or --overwrite)")
 
     def _manifest_extra(self) -> dict[str, Any]:
-        return {"num_dialogues": self.config.num_dialogues,
+        return {"num_dialogues": self.config.num_dialogues, "num_planned": self.num_planned,
                 "seeds": {"path": str(self.seeds_path), "num_rows": self.scan.num_rows,
-                          "num_valid": self.scan.num_valid, "skipped": self.scan.skipped}}
+                          "num_valid": self.scan.num_valid, "skipped": self.scan.skipped},
+                "catalog": {"path": str(self.catalog_path), "num_items": len(self.catalog),
+                            "skipped": self.catalog.num_skipped,
+                            "duplicate_titles": self.catalog.num_duplicate_titles}}
 
     async def run(self, open_engines: OpenEngines, *, progress: TextIO | None = None) -> dict[str, Any]:
         """Generate the remaining conversations; returns the manifest. Interrupted runs write what is done."""
         if self.num_remaining == 0:
             return self.writer.close(complete=True, extra=self._manifest_extra())
         cfg = self.config
-        bar = tqdm(total=cfg.num_dialogues, initial=self.num_already_done, unit="dlg", file=progress,
+        bar = tqdm(total=self.num_planned, initial=self.num_already_done, unit="dlg", file=progress,
                    disable=progress is None, dynamic_ncols=True, smoothing=0.1)
         started = time.time()
-        scheduler: Scheduler | None = None
         try:
             async with open_engines(cfg) as clients:
                 roles = {r: RoleInfo(clients[r].model, getattr(cfg, r).adapter, cfg.sampling(r)) for r in ROLES}
@@ -98,24 +132,24 @@ class Generation:
                     self.writer.add(to_record(conv, roles))
                     elapsed = max(time.time() - started, 1e-9)
                     bar.update(1)
-                    bar.set_postfix(tok_s=f"{scheduler.stats.num_output_tokens / elapsed:.0f}",
+                    bar.set_postfix(tok_s=f"{self.num_output_tokens / elapsed:.0f}",
                                     in_flight=scheduler.stats.num_in_flight, refresh=False)
 
-                scheduler = Scheduler(
+                self.scheduler = scheduler = Scheduler(
                     clients, prompt_messages(cfg), catalog=self.catalog,
                     parser=ReplyParser(cfg.conversation.accept_marker, cfg.conversation.quit_marker),
                     max_turns=cfg.conversation.max_turns, max_in_flight=cfg.max_in_flight, run_seed=cfg.seed,
                     on_finished=on_finished)
                 plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
-                                 done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars)
+                                 done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,
+                                 owns=self._owns, known_items=self.catalog)
                 with _stop_on_sigint(scheduler):
                     await scheduler.run(plan)
         finally:
             bar.close()
             # Whatever happened, finished conversations are written; the corpus is complete only if every
             # requested conversation is in a shard.
-            done = sum(1 for i in self.writer.done if i < cfg.num_dialogues)
-            manifest = self.writer.close(complete=done == cfg.num_dialogues, extra=self._manifest_extra())
+            manifest = self.writer.close(complete=self.num_done == self.num_planned, extra=self._manifest_extra())
         return manifest
 
 
@@ -130,7 +164,7 @@ class _stop_on_sigint:
         self.task = asyncio.current_task()
         try:
             self.loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-        except (NotImplementedError, RuntimeError):  # not the main thread: keep the default handler
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (a Ray actor): no handler
             self.loop = None
 
     def _on_sigint(self) -> None:

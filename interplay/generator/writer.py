@@ -2,8 +2,8 @@
 
 Layout of an output directory:
     manifest.json            config + hash, shards with row counts and stats, totals, one entry per run
-    shard-00000.parquet ...  finished shards; a shard is written as .shard-NNNNN.tmp and renamed into place,
-                             so no reader globbing *.parquet ever sees a partial file
+    shard-00000.parquet ...  finished shards; a shard is written as .shard-NNNNN.parquet.tmp and renamed into
+                             place, so no reader globbing *.parquet ever sees a partial file
     logs/engine.log          vLLM's own log lines
 
 Resume: the finished shards are the truth. On open, every shard's `conversation_index` column is read; those
@@ -29,7 +29,9 @@ from interplay.generator.records import ROLES, SCHEMA, add_stats, empty_stats, m
 
 FORMAT = "interplay.corpus/1"
 MANIFEST = "manifest.json"
-SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
+# shard-00000.parquet for a single run; shard-p003of008-00000.parquet for partition 3 of 8 of a partitioned run.
+SHARD_RE = re.compile(r"^shard-(?:(p\d{3,}of\d{3,})-)?(\d{5,})\.parquet$")
+PARTITION_MANIFEST_RE = re.compile(r"^manifest-(p\d{3,}of\d{3,})\.json$")
 ROW_GROUP_ROWS = 1000
 
 
@@ -37,17 +39,27 @@ class OutputError(Exception):
     """The output directory cannot be used for this run; the message says why and what to do."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _sync_dir(directory: Path) -> None:
+    """Make a rename durable: without this a power cut may bring the old name back after the new file's data."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _sync_dir(path.parent)
 
 
-def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(out_dir) / MANIFEST
+def read_manifest(out_dir: str | Path, name: str = MANIFEST) -> dict[str, Any] | None:
+    path = Path(out_dir) / name
     if not path.is_file():
         return None
     try:
@@ -68,11 +80,17 @@ def _stats_from_file(path: Path) -> dict[str, Any]:
 
 
 class CorpusWriter:
-    """Buffers finished conversations and writes them as numbered shards; keeps the manifest current."""
+    """Buffers finished conversations and writes them as numbered shards; keeps the manifest current.
+
+    With a partition tag ("p003of008") it owns only that partition's shards and manifest, so several writers can
+    share one directory.
+    """
 
     def __init__(self, out_dir: str | Path, *, config: dict[str, Any], config_hash: str,
-                 dialogues_per_shard: int, overwrite: bool = False):
+                 dialogues_per_shard: int, overwrite: bool = False, partition_tag: str | None = None):
         self.out_dir = Path(out_dir)
+        self.tag = partition_tag
+        self.manifest_name = MANIFEST if partition_tag is None else f"manifest-{partition_tag}.json"
         self.dialogues_per_shard = dialogues_per_shard
         self._buffer: list[dict[str, Any]] = []
         self._opened = self._run_started = time.time()
@@ -92,20 +110,24 @@ class CorpusWriter:
             probe.unlink()
         except OSError as e:
             raise OutputError(f"cannot write to output directory {self.out_dir}: {e.strerror or e}") from None
-        manifest = read_manifest(self.out_dir)
         if overwrite:
             self._clear()
-            manifest = None
-        elif manifest is None and any(p.name != "logs" and not p.name.endswith(".tmp")
-                                      for p in self.out_dir.iterdir()):
+        self._check_layout()
+        manifest = read_manifest(self.out_dir, self.manifest_name)
+        others = [read_manifest(self.out_dir, p.name) for p in self.out_dir.iterdir()
+                  if (p.name == MANIFEST or PARTITION_MANIFEST_RE.match(p.name)) and p.name != self.manifest_name]
+        if manifest is None and not others and any(p.name != "logs" and not p.name.endswith(".tmp")
+                                                   for p in self.out_dir.iterdir()):
             raise OutputError(f"{self.out_dir} is not empty and holds no {MANIFEST}: choose an empty or new "
                               "directory (or pass --overwrite to delete interplay files there)")
-        elif manifest is not None and manifest.get("config_hash") != config_hash:
-            raise OutputError(
-                f"{self.out_dir} holds a run with a different config (hash {manifest.get('config_hash')}, this "
-                f"config {config_hash}); use another --output, or --overwrite to replace it")
-        for tmp in self.out_dir.glob(".*.tmp"):  # partial files of a killed run: never part of the corpus
-            tmp.unlink()
+        for other in [manifest, *others]:
+            if other is not None and other.get("config_hash") != config_hash:
+                raise OutputError(
+                    f"{self.out_dir} holds a run with a different config (hash {other.get('config_hash')}, this "
+                    f"config {config_hash}); use another --output, or --overwrite to replace it")
+        for tmp in self.out_dir.glob(".*.tmp"):  # our partial files of a killed run: never part of the corpus
+            if self._owns(tmp.name[1:].removesuffix(".tmp")):
+                tmp.unlink()
         if manifest is None:
             manifest = {"format": FORMAT, "status": "running", "config_hash": config_hash, "config": config,
                         "shards": [], "runs": []}
@@ -113,17 +135,42 @@ class CorpusWriter:
         manifest["config"] = config  # same hash; runtime keys (num_dialogues, max_in_flight) may have changed
         return manifest
 
+    def _owns(self, name: str) -> bool:
+        """Is `name` one of this writer's shards or its manifest?"""
+        match = SHARD_RE.match(name)
+        return name == self.manifest_name or (match is not None and match.group(1) == self.tag)
+
+    def _check_layout(self) -> None:
+        # A single run and a partitioned one, or two partition counts, in one directory would each miss the
+        # other's conversations and generate them again: refuse.
+        tags = {m.group(1) for p in self.out_dir.iterdir() if (m := SHARD_RE.match(p.name))}
+        tags |= {m.group(1) for p in self.out_dir.iterdir() if (m := PARTITION_MANIFEST_RE.match(p.name))}
+        counts = {t.split("of")[1] if t else None for t in tags}
+        mine = self.tag.split("of")[1] if self.tag else None
+        if counts - {mine}:
+            layout = ", ".join(sorted("a single run" if c is None else f"{int(c)} partitions" for c in counts))
+            raise OutputError(f"{self.out_dir} holds shards of {layout}; this run is "
+                              + ("a single run" if mine is None else f"{int(mine)} partitions")
+                              + ": use the same layout, another --output, or --overwrite")
+
     def _clear(self) -> None:
-        for path in self.out_dir.iterdir():
-            if SHARD_RE.match(path.name) or path.name == MANIFEST or path.name.endswith(".tmp"):
+        # Manifests last: a kill half-way leaves a directory that still names its config, so a rerun without
+        # --overwrite is refused as "a different config" rather than as "not empty, no manifest".
+        for path in sorted(self.out_dir.iterdir(), key=lambda p: p.name.startswith("manifest")):
+            if SHARD_RE.match(path.name) or path.name == MANIFEST or PARTITION_MANIFEST_RE.match(path.name) \
+                    or path.name.endswith(".tmp"):
                 path.unlink()
 
     def _scan_done(self) -> set[int]:
         """Read the finished shards: which conversations are done, and per-shard stats for the manifest."""
         known = {s["file"]: s for s in self.manifest["shards"]}
         shards, done = [], set()
-        for path in shard_files(self.out_dir):
-            indices = pq.read_table(path, columns=["conversation_index"]).column(0).to_pylist()
+        for path in (p for p in shard_files(self.out_dir) if self._owns(p.name)):
+            try:
+                indices = pq.read_table(path, columns=["conversation_index"]).column(0).to_pylist()
+            except (OSError, pa.ArrowException) as e:  # never one of ours (they are renamed in complete)
+                raise OutputError(f"{path} is not a readable shard ({' '.join(str(e).split())[:200]}); move it "
+                                  "away and rerun: its conversations are generated again") from None
             done.update(indices)
             # A shard renamed into place just before a crash may be missing from the manifest: recount it.
             entry = known.get(path.name) or {"file": path.name, **_stats_from_file(path)}
@@ -151,8 +198,8 @@ class CorpusWriter:
     def flush(self) -> None:
         if not self._buffer:
             return
-        number = max((int(SHARD_RE.match(s["file"]).group(1)) for s in self.manifest["shards"]), default=-1) + 1
-        name = f"shard-{number:05d}.parquet"
+        number = max((int(SHARD_RE.match(s["file"]).group(2)) for s in self.manifest["shards"]), default=-1) + 1
+        name = f"shard-{self.tag}-{number:05d}.parquet" if self.tag else f"shard-{number:05d}.parquet"
         table = pa.Table.from_pylist(self._buffer, schema=SCHEMA)
         tmp = self.out_dir / f".{name}.tmp"
         with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as w:
@@ -160,6 +207,7 @@ class CorpusWriter:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.out_dir / name)
+        _sync_dir(self.out_dir)
         stats = empty_stats()
         for record in self._buffer:
             add_stats(stats, record)
@@ -172,7 +220,7 @@ class CorpusWriter:
         m["status"] = "complete" if complete else "running"
         m["totals"] = totals(m["shards"])
         m.update(extra or {})
-        _atomic_write_bytes(self.out_dir / MANIFEST, json.dumps(m, indent=2).encode())
+        atomic_write_bytes(self.out_dir / self.manifest_name, json.dumps(m, indent=2).encode())
 
     def run_summary(self) -> dict[str, Any]:
         """Figures for the run in this process (not earlier runs on the same directory)."""

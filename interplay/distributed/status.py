@@ -1,0 +1,114 @@
+"""`interplay status DIR`: per-partition progress of a run, and the combined manifest once every partition is done.
+
+A partitioned run (Ray workers, or `--num-shards N --shard-index I` processes from a batch scheduler) leaves one
+`manifest-pIIIofNNN.json` per partition that ran. The corpus is complete when all N partitions are; then the
+combined `manifest.json` (all shards, merged totals) is written, and readers take the directory as one corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from interplay.distributed.partition import TAG_RE, Partition
+from interplay.generator.writer import MANIFEST, FORMAT, OutputError, atomic_write_bytes, read_manifest, totals
+
+HELP = "per-partition progress of a run; writes the combined manifest when the corpus is complete"
+
+
+@dataclass
+class PartitionStatus:
+    partition: Partition
+    manifest: dict[str, Any] | None  # None: this partition never ran
+
+    @property
+    def state(self) -> str:
+        if self.manifest is None:
+            return "missing"
+        # Counted, not taken from the status field: a process that opened the partition and died before closing
+        # it leaves "running" beside shards that already hold every planned conversation.
+        planned = self.num_planned
+        return "complete" if planned is not None and self.num_done >= planned else self.manifest["status"]
+
+    @property
+    def num_done(self) -> int:
+        return 0 if self.manifest is None else sum(s["num_rows"] for s in self.manifest["shards"])
+
+    @property
+    def num_planned(self) -> int | None:
+        return None if self.manifest is None else self.manifest.get("num_planned")
+
+
+def partition_statuses(out_dir: str | Path) -> list[PartitionStatus]:
+    out = Path(out_dir)
+    found: dict[Partition, dict[str, Any]] = {}
+    for path in sorted(out.glob("manifest-p*of*.json")):
+        match = TAG_RE.search(path.name)
+        if match:
+            found[Partition.parse(match.group(0))] = json.loads(path.read_text())
+    counts = {p.count for p in found}
+    if len(counts) > 1:
+        raise OutputError(f"{out} mixes runs with different partition counts {sorted(counts)}; "
+                          "use one count per output directory")
+    hashes = {m["config_hash"] for m in found.values()}
+    if len(hashes) > 1:
+        raise OutputError(f"{out} mixes partitions of runs with different configs (hashes {sorted(hashes)})")
+    if not counts:
+        return []
+    count = counts.pop()
+    return [PartitionStatus(Partition(i, count), found.get(Partition(i, count))) for i in range(count)]
+
+
+def combine(out_dir: str | Path, statuses: list[PartitionStatus]) -> dict[str, Any]:
+    """Write the combined manifest.json of a complete partitioned run."""
+    manifests = [s.manifest for s in statuses]
+    first = manifests[0]
+    shards = [shard for m in manifests for shard in m["shards"]]
+    combined = {
+        "format": FORMAT, "status": "complete", "config_hash": first["config_hash"], "config": first["config"],
+        "num_dialogues": first.get("num_dialogues"), "seeds": first.get("seeds"), "shards": shards,
+        "totals": totals(shards), "runs": [run for m in manifests for run in m["runs"]],
+        "partitions": {s.partition.tag: {"num_dialogues": s.num_done} for s in statuses},
+    }
+    atomic_write_bytes(Path(out_dir) / MANIFEST, json.dumps(combined, indent=2).encode())
+    return combined
+
+
+def report(out_dir: str | Path) -> tuple[bool, str]:
+    """(is the corpus complete, a readable table). Writes the combined manifest when complete."""
+    statuses = partition_statuses(out_dir)
+    if not statuses:
+        manifest = read_manifest(out_dir)
+        if manifest is None:
+            raise OutputError(f"{out_dir} holds no manifest: not an interplay output directory")
+        done = manifest.get("totals", {}).get("num_dialogues", 0)
+        return manifest["status"] == "complete", f"single run: {manifest['status']}, {done} dialogues"
+    lines = [f"{'partition':<12}{'status':<10}{'dialogues':>16}"]
+    for s in statuses:
+        planned = "?" if s.num_planned is None else s.num_planned
+        lines.append(f"{s.partition.tag:<12}{s.state:<10}{f'{s.num_done}/{planned}':>16}")
+    missing = [s.partition.tag for s in statuses if s.manifest is None]
+    unfinished = [s.partition.tag for s in statuses if s.manifest is not None and s.state != "complete"]
+    if missing or unfinished:
+        why = (f"missing (never ran): {', '.join(missing)}" if missing else "") + \
+              ("; " if missing and unfinished else "") + \
+              (f"not finished: {', '.join(unfinished)}" if unfinished else "")
+        lines.append(f"corpus: INCOMPLETE, {why}")
+        return False, "\n".join(lines)
+    combined = combine(out_dir, statuses)
+    lines.append(f"corpus: complete, {combined['totals']['num_dialogues']} dialogues in "
+                 f"{len(combined['shards'])} shards; wrote {Path(out_dir) / MANIFEST}")
+    return True, "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", help="output directory of a run")
+
+
+def main(args: argparse.Namespace) -> int:
+    complete, text = report(args.output)
+    print(text)
+    return 0 if complete else 1
