@@ -23,6 +23,11 @@ COMMANDS = {
     "prepare": "interplay.prepare",
     "generate": "interplay.generator.cli",
     "show": "interplay.show",
+    "status": "interplay.distributed.status",
+    "report": "interplay.report.cli",
+    "train": "interplay.training.cli",
+    "merge": "interplay.training.merge",
+    "summarize": "interplay.training.summarize",
 }
 
 

@@ -9,12 +9,14 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from interplay.generator.config import load_config, parse_override
+from interplay.distributed.partition import Partition
+from interplay.generator.config import ConfigError, load_config, parse_override
 from interplay.generator.scheduler import EngineDead
 
 HELP = "generate a corpus (resumes when rerun on the same --output)"
@@ -28,6 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config value, e.g. --set user.sampling.temperature=0.7 (repeatable)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a run with a different config in --output")
+    parser.add_argument("--baseline", choices=["single-llm"],
+                        help="instead of two LLMs talking, the reference-dependent baseline: one LLM writes the "
+                             "whole dialogue knowing the target (interplay/generator/baseline.py)")
+    parser.add_argument("--num-partitions", "--num-shards", type=int, default=1, metavar="N",
+                        help="split the run into N disjoint partitions (by seed-id hash) that separate processes "
+                             "generate into the same --output, e.g. a SLURM array; see `interplay status`")
+    parser.add_argument("--partition-index", "--shard-index", type=int, metavar="I",
+                        help="the partition this process generates, 0..N-1")
+    parser.add_argument("--ray", action="store_true",
+                        help="run the partitions as Ray workers, one engine group each (one GPU by default)")
+    parser.add_argument("--address", help="Ray cluster to join ('auto': the running one); default: start a local one")
+    parser.add_argument("--num-workers", type=int, help="Ray workers (default: one per GPU in the cluster)")
     parser.add_argument("--verbose", action="store_true",
                         help="show vLLM's log lines here instead of writing them to OUTPUT/logs/engine.log")
 
@@ -76,7 +90,7 @@ def _summary(manifest: dict[str, Any], out_dir: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from interplay.generator.engine import check_config, open_engines
+    from interplay.generator.engine import EngineStartError, check_config, open_engines
     from interplay.generator.run import Generation
 
     overrides = dict(parse_override(text) for text in args.set)
@@ -84,23 +98,86 @@ def main(args: argparse.Namespace) -> int:
         overrides["num_dialogues"] = args.num_dialogues
     config = load_config(args.config, overrides)
     check_config(config)
-    generation = Generation(config, args.output, overwrite=args.overwrite)
+    if args.ray:
+        return _run_on_ray(config, args)
+    partition = _partition(args)
+    if getattr(args, "baseline", None):
+        from interplay.generator.baseline import BaselineGeneration as Generation  # noqa: F811
+    generation = Generation(config, args.output, overwrite=args.overwrite,
+                            **({"partition": partition} if partition else {}))
     print(f"interplay: {generation.num_already_done} of {config.num_dialogues} dialogues already in "
           f"{args.output}; generating {generation.num_remaining} ({generation.scan.num_valid} usable seeds"
           + (f", skipped {generation.scan.skipped}" if generation.scan.skipped else "") + ")", file=sys.stderr)
-    log_path = None if args.verbose else Path(args.output) / "logs" / "engine.log"
+    log_name = f"engine-{partition.tag}.log" if partition else "engine.log"
+    log_path = None if args.verbose else Path(args.output) / "logs" / log_name
     if log_path is not None and generation.num_remaining:
         print(f"interplay: starting vLLM (its log: {log_path})", file=sys.stderr)
-    failure = None
+    failure = start_failure = None
+    log_start = log_path.stat().st_size if log_path is not None and log_path.is_file() else 0
     with _engine_logs_to(log_path if generation.num_remaining else None) as (out, err):
         try:
             manifest = asyncio.run(generation.run(open_engines, progress=err))
+        except EngineStartError as e:
+            start_failure = e
         except EngineDead as e:
-            failure, manifest = str(e), generation.writer.manifest
+            failure, manifest = f"{e}; {_see_log(log_path)}", generation.writer.manifest
         except (KeyboardInterrupt, asyncio.CancelledError):  # a second Ctrl-C cancels the run at once
             failure, manifest = "interrupted", generation.writer.manifest
+    if start_failure is not None:
+        cause = _root_cause(log_path, log_start)
+        print(f"interplay: error: {start_failure}" + (f"; cause: {cause}" if cause else "")
+              + f"; {_see_log(log_path)}", file=sys.stderr)
+        return 2
+    if failure is None and manifest["status"] != "complete" and getattr(generation, "scheduler", None) is not None \
+            and generation.scheduler.is_stopping:
+        failure = "interrupted"  # the first Ctrl-C: the active conversations were finished and written
     print(_summary(manifest, args.output))
     if failure:
         print(f"interplay: stopped: {failure}; finished dialogues are saved, rerun the same command to resume",
               file=sys.stderr)
     return 0 if manifest["status"] == "complete" else 1
+
+
+# The last exception line of the engine core's traceback, e.g. "ValueError: Available memory on node 0 ...".
+_EXCEPTION_LINE = re.compile(r"\b(?:\w+\.)*([A-Z]\w*(?:Error|Exception)): (.+\S)")
+
+
+def _root_cause(log_path: Path | None, start: int) -> str | None:
+    """vLLM's start failure only says "Engine core initialization failed. See root cause above": the cause is the
+    engine core's own exception, in the part of the log this run wrote."""
+    if log_path is None or not log_path.is_file():
+        return None
+    with open(log_path, "rb") as f:
+        f.seek(max(start, log_path.stat().st_size - (1 << 20)))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    causes = [m for line in lines if (m := _EXCEPTION_LINE.search(line)) and "root cause" not in m.group(2)]
+    return f"{causes[-1].group(1)}: {causes[-1].group(2)}" if causes else None
+
+
+def _see_log(log_path: Path | None) -> str:
+    return f"vLLM's log: {log_path}" if log_path is not None else "vLLM's own messages are above"
+
+
+def _partition(args: argparse.Namespace) -> Partition | None:
+    if args.num_partitions < 1:
+        raise ConfigError(f"--num-partitions: must be at least 1 (got {args.num_partitions})")
+    if args.partition_index is None:
+        if args.num_partitions > 1:
+            raise ConfigError("--partition-index: required with --num-partitions > 1 (or use --ray)")
+        return None
+    if not 0 <= args.partition_index < args.num_partitions:
+        raise ConfigError(f"--partition-index: must be in 0..{args.num_partitions - 1} "
+                          f"(got {args.partition_index})")
+    return Partition(args.partition_index, args.num_partitions)
+
+
+def _run_on_ray(config, args: argparse.Namespace) -> int:
+    from interplay.distributed.ray_run import run_on_ray
+
+    if args.partition_index is not None or getattr(args, "baseline", None):
+        raise ConfigError("--ray: runs every partition itself; drop --partition-index / --baseline")
+    print(f"interplay: starting Ray ({args.address or 'local cluster'})", file=sys.stderr)
+    complete, table = run_on_ray(config, args.output, num_workers=args.num_workers, address=args.address,
+                                 progress=sys.stderr)
+    print(table)
+    return 0 if complete else 1
