@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interplay.distributed.partition import TAG_RE, Partition
-from interplay.generator.writer import MANIFEST, FORMAT, OutputError, atomic_write_bytes, read_manifest, totals
+from interplay.distributed.partition import Partition
+from interplay.generator.storage import Storage
+from interplay.generator.writer import (FORMAT, MANIFEST, PARTITION_MANIFEST_RE, OutputError, as_storage,
+                                        read_manifest, totals)
 
 HELP = "per-partition progress of a run; writes the combined manifest when the corpus is complete"
 
@@ -42,13 +44,13 @@ class PartitionStatus:
         return None if self.manifest is None else self.manifest.get("num_planned")
 
 
-def partition_statuses(out_dir: str | Path) -> list[PartitionStatus]:
-    out = Path(out_dir)
+def partition_statuses(out_dir: str | Path | Storage) -> list[PartitionStatus]:
+    out = as_storage(out_dir)
     found: dict[Partition, dict[str, Any]] = {}
-    for path in sorted(out.glob("manifest-p*of*.json")):
-        match = TAG_RE.search(path.name)
+    for name in out.names():
+        match = PARTITION_MANIFEST_RE.match(name)
         if match:
-            found[Partition.parse(match.group(0))] = json.loads(path.read_text())
+            found[Partition.parse(match.group(1))] = read_manifest(out, name)
     counts = {p.count for p in found}
     if len(counts) > 1:
         raise OutputError(f"{out} mixes runs with different partition counts {sorted(counts)}; "
@@ -62,7 +64,7 @@ def partition_statuses(out_dir: str | Path) -> list[PartitionStatus]:
     return [PartitionStatus(Partition(i, count), found.get(Partition(i, count))) for i in range(count)]
 
 
-def combine(out_dir: str | Path, statuses: list[PartitionStatus]) -> dict[str, Any]:
+def combine(out_dir: str | Path | Storage, statuses: list[PartitionStatus]) -> dict[str, Any]:
     """Write the combined manifest.json of a complete partitioned run."""
     manifests = [s.manifest for s in statuses]
     first = manifests[0]
@@ -73,11 +75,11 @@ def combine(out_dir: str | Path, statuses: list[PartitionStatus]) -> dict[str, A
         "totals": totals(shards), "runs": [run for m in manifests for run in m["runs"]],
         "partitions": {s.partition.tag: {"num_dialogues": s.num_done} for s in statuses},
     }
-    atomic_write_bytes(Path(out_dir) / MANIFEST, json.dumps(combined, indent=2).encode())
+    as_storage(out_dir).write_atomic(MANIFEST, json.dumps(combined, indent=2).encode())
     return combined
 
 
-def report(out_dir: str | Path) -> tuple[bool, str]:
+def report(out_dir: str | Path | Storage) -> tuple[bool, str]:
     """(is the corpus complete, a readable table). Writes the combined manifest when complete."""
     statuses = partition_statuses(out_dir)
     if not statuses:
@@ -100,7 +102,7 @@ def report(out_dir: str | Path) -> tuple[bool, str]:
         return False, "\n".join(lines)
     combined = combine(out_dir, statuses)
     lines.append(f"corpus: complete, {combined['totals']['num_dialogues']} dialogues in "
-                 f"{len(combined['shards'])} shards; wrote {Path(out_dir) / MANIFEST}")
+                 f"{len(combined['shards'])} shards; wrote {as_storage(out_dir).path(MANIFEST)}")
     return True, "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Parquet shards and the manifest, with exactly-once resume.
 
-Layout of an output directory:
+Layout of an output directory (a local path, or any URI pyarrow's filesystems accept: see storage.py):
     manifest.json            config + hash, shards with row counts and stats, totals, one entry per run
     shard-00000.parquet ...  finished shards; a shard is written as .shard-NNNNN.parquet.tmp and renamed into
                              place, so no reader globbing *.parquet ever sees a partial file
@@ -14,7 +14,6 @@ the process died are simply generated again, so each conversation lands in exact
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from interplay.generator.records import ROLES, SCHEMA, add_stats, empty_stats, merge_stats
+from interplay.generator.storage import Storage
 
 FORMAT = "interplay.corpus/1"
 MANIFEST = "manifest.json"
@@ -39,42 +39,32 @@ class OutputError(Exception):
     """The output directory cannot be used for this run; the message says why and what to do."""
 
 
-def _sync_dir(directory: Path) -> None:
-    """Make a rename durable: without this a power cut may bring the old name back after the new file's data."""
-    fd = os.open(directory, os.O_RDONLY)
+def as_storage(out_dir: str | Path | Storage) -> Storage:
+    return out_dir if isinstance(out_dir, Storage) else Storage(out_dir)
+
+
+def read_manifest(out_dir: str | Path | Storage, name: str = MANIFEST) -> dict[str, Any] | None:
+    storage = as_storage(out_dir)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        data = storage.read_bytes(name)
+        return None if data is None else json.loads(data)
+    except (OSError, ValueError) as e:
+        raise OutputError(f"{storage.path(name)} is unreadable ({e}); move it away to start over") from None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _sync_dir(path.parent)
-
-
-def read_manifest(out_dir: str | Path, name: str = MANIFEST) -> dict[str, Any] | None:
-    path = Path(out_dir) / name
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise OutputError(f"{path} is unreadable ({e}); move it away to start over") from None
+def shard_names(out_dir: str | Path | Storage) -> list[str]:
+    """Names of all finished shards in the output, every partition's."""
+    return [name for name in as_storage(out_dir).names() if SHARD_RE.match(name)]
 
 
 def shard_files(out_dir: str | Path) -> list[Path]:
-    return sorted(p for p in Path(out_dir).iterdir() if SHARD_RE.match(p.name))
+    """Local paths of all finished shards, every partition's."""
+    return [Path(out_dir) / name for name in shard_names(out_dir)]
 
 
-def _stats_from_file(path: Path) -> dict[str, Any]:
+def _stats_from_file(storage: Storage, name: str) -> dict[str, Any]:
     stats = empty_stats()
-    for record in pq.read_table(path, columns=["outcome", "turns"]).to_pylist():
+    for record in storage.read_table(name, columns=["outcome", "turns"]).to_pylist():
         add_stats(stats, record)
     return stats
 
@@ -86,9 +76,10 @@ class CorpusWriter:
     share one directory.
     """
 
-    def __init__(self, out_dir: str | Path, *, config: dict[str, Any], config_hash: str,
+    def __init__(self, out_dir: str | Path | Storage, *, config: dict[str, Any], config_hash: str,
                  dialogues_per_shard: int, overwrite: bool = False, partition_tag: str | None = None):
-        self.out_dir = Path(out_dir)
+        self.storage = as_storage(out_dir)
+        self.out_dir = self.storage.location
         self.tag = partition_tag
         self.manifest_name = MANIFEST if partition_tag is None else f"manifest-{partition_tag}.json"
         self.dialogues_per_shard = dialogues_per_shard
@@ -103,21 +94,22 @@ class CorpusWriter:
     # -- opening and resuming ---------------------------------------------------------------------------------
 
     def _open(self, config: dict[str, Any], config_hash: str, overwrite: bool) -> dict[str, Any]:
+        storage = self.storage
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out_dir / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            storage.makedirs()
+            storage.write_atomic(".write-test", b"")
+            storage.delete(".write-test")
         except OSError as e:
-            raise OutputError(f"cannot write to output directory {self.out_dir}: {e.strerror or e}") from None
+            raise OutputError(f"cannot write to output directory {self.out_dir}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
         if overwrite:
             self._clear()
-        self._check_layout()
-        manifest = read_manifest(self.out_dir, self.manifest_name)
-        others = [read_manifest(self.out_dir, p.name) for p in self.out_dir.iterdir()
-                  if (p.name == MANIFEST or PARTITION_MANIFEST_RE.match(p.name)) and p.name != self.manifest_name]
-        if manifest is None and not others and any(p.name != "logs" and not p.name.endswith(".tmp")
-                                                   for p in self.out_dir.iterdir()):
+        names = storage.names()
+        self._check_layout(names)
+        manifest = read_manifest(storage, self.manifest_name)
+        others = [read_manifest(storage, n) for n in names
+                  if (n == MANIFEST or PARTITION_MANIFEST_RE.match(n)) and n != self.manifest_name]
+        if manifest is None and not others and any(n != "logs" and not n.endswith(".tmp") for n in names):
             raise OutputError(f"{self.out_dir} is not empty and holds no {MANIFEST}: choose an empty or new "
                               "directory (or pass --overwrite to delete interplay files there)")
         for other in [manifest, *others]:
@@ -125,9 +117,9 @@ class CorpusWriter:
                 raise OutputError(
                     f"{self.out_dir} holds a run with a different config (hash {other.get('config_hash')}, this "
                     f"config {config_hash}); use another --output, or --overwrite to replace it")
-        for tmp in self.out_dir.glob(".*.tmp"):  # our partial files of a killed run: never part of the corpus
-            if self._owns(tmp.name[1:].removesuffix(".tmp")):
-                tmp.unlink()
+        for name in names:  # our partial files of a killed run: never part of the corpus
+            if name.startswith(".") and name.endswith(".tmp") and self._owns(name[1:].removesuffix(".tmp")):
+                storage.delete(name)
         if manifest is None:
             manifest = {"format": FORMAT, "status": "running", "config_hash": config_hash, "config": config,
                         "shards": [], "runs": []}
@@ -140,11 +132,11 @@ class CorpusWriter:
         match = SHARD_RE.match(name)
         return name == self.manifest_name or (match is not None and match.group(1) == self.tag)
 
-    def _check_layout(self) -> None:
+    def _check_layout(self, names: list[str]) -> None:
         # A single run and a partitioned one, or two partition counts, in one directory would each miss the
         # other's conversations and generate them again: refuse.
-        tags = {m.group(1) for p in self.out_dir.iterdir() if (m := SHARD_RE.match(p.name))}
-        tags |= {m.group(1) for p in self.out_dir.iterdir() if (m := PARTITION_MANIFEST_RE.match(p.name))}
+        tags = {m.group(1) for n in names if (m := SHARD_RE.match(n))}
+        tags |= {m.group(1) for n in names if (m := PARTITION_MANIFEST_RE.match(n))}
         counts = {t.split("of")[1] if t else None for t in tags}
         mine = self.tag.split("of")[1] if self.tag else None
         if counts - {mine}:
@@ -156,24 +148,23 @@ class CorpusWriter:
     def _clear(self) -> None:
         # Manifests last: a kill half-way leaves a directory that still names its config, so a rerun without
         # --overwrite is refused as "a different config" rather than as "not empty, no manifest".
-        for path in sorted(self.out_dir.iterdir(), key=lambda p: p.name.startswith("manifest")):
-            if SHARD_RE.match(path.name) or path.name == MANIFEST or PARTITION_MANIFEST_RE.match(path.name) \
-                    or path.name.endswith(".tmp"):
-                path.unlink()
+        for name in sorted(self.storage.names(), key=lambda n: n.startswith("manifest")):
+            if SHARD_RE.match(name) or name == MANIFEST or PARTITION_MANIFEST_RE.match(name) or name.endswith(".tmp"):
+                self.storage.delete(name)
 
     def _scan_done(self) -> set[int]:
         """Read the finished shards: which conversations are done, and per-shard stats for the manifest."""
         known = {s["file"]: s for s in self.manifest["shards"]}
         shards, done = [], set()
-        for path in (p for p in shard_files(self.out_dir) if self._owns(p.name)):
+        for name in (n for n in shard_names(self.storage) if self._owns(n)):
             try:
-                indices = pq.read_table(path, columns=["conversation_index"]).column(0).to_pylist()
+                indices = self.storage.read_table(name, ["conversation_index"]).column(0).to_pylist()
             except (OSError, pa.ArrowException) as e:  # never one of ours (they are renamed in complete)
-                raise OutputError(f"{path} is not a readable shard ({' '.join(str(e).split())[:200]}); move it "
+                raise OutputError(f"{self.storage.path(name)} is not a readable shard ({' '.join(str(e).split())[:200]}); move it "
                                   "away and rerun: its conversations are generated again") from None
             done.update(indices)
             # A shard renamed into place just before a crash may be missing from the manifest: recount it.
-            entry = known.get(path.name) or {"file": path.name, **_stats_from_file(path)}
+            entry = known.get(name) or {"file": name, **_stats_from_file(self.storage, name)}
             shards.append(entry)
         self.manifest["shards"] = shards
         return done
@@ -200,14 +191,8 @@ class CorpusWriter:
             return
         number = max((int(SHARD_RE.match(s["file"]).group(2)) for s in self.manifest["shards"]), default=-1) + 1
         name = f"shard-{self.tag}-{number:05d}.parquet" if self.tag else f"shard-{number:05d}.parquet"
-        table = pa.Table.from_pylist(self._buffer, schema=SCHEMA)
-        tmp = self.out_dir / f".{name}.tmp"
-        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as w:
-            w.write_table(table, row_group_size=ROW_GROUP_ROWS)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.out_dir / name)
-        _sync_dir(self.out_dir)
+        self.storage.write_table_atomic(name, pa.Table.from_pylist(self._buffer, schema=SCHEMA),
+                                        row_group_size=ROW_GROUP_ROWS)
         stats = empty_stats()
         for record in self._buffer:
             add_stats(stats, record)
@@ -220,7 +205,7 @@ class CorpusWriter:
         m["status"] = "complete" if complete else "running"
         m["totals"] = totals(m["shards"])
         m.update(extra or {})
-        atomic_write_bytes(self.out_dir / self.manifest_name, json.dumps(m, indent=2).encode())
+        self.storage.write_atomic(self.manifest_name, json.dumps(m, indent=2).encode())
 
     def run_summary(self) -> dict[str, Any]:
         """Figures for the run in this process (not earlier runs on the same directory)."""

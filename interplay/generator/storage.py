@@ -1,0 +1,88 @@
+"""The output location: a local directory or any URI pyarrow's filesystems accept (s3://, gs://, hdfs://, ...).
+
+Everything the writer does to the output goes through here: list names, read and write whole small files,
+write Parquet, and publish a file by writing it under a temporary name and moving it into place. Locally the
+move is an atomic rename after fsync; on object stores the object appears whole when its upload completes, and
+the temporary name never ends in .parquet, so no reader globbing *.parquet sees a partial file either way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+class Storage:
+    def __init__(self, location: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None):
+        location = str(location)
+        if filesystem is not None:
+            self.fs, self.root = filesystem, location
+        elif "://" in location:
+            self.fs, self.root = pafs.FileSystem.from_uri(location)
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(location)
+        self.location = location
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __str__(self) -> str:
+        return self.location
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def local_path(self, name: str = "") -> Path | None:
+        """A local Path for `name`, or None when the output is not on the local filesystem."""
+        return Path(self.root, name) if self.is_local else None
+
+    def makedirs(self) -> None:
+        self.fs.create_dir(self.root, recursive=True)
+
+    def names(self) -> list[str]:
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        return sorted(info.base_name for info in infos)
+
+    def exists(self, name: str) -> bool:
+        return self.fs.get_file_info(self.path(name)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, name: str) -> bytes | None:
+        if not self.exists(name):
+            return None
+        with self.fs.open_input_stream(self.path(name)) as f:
+            return f.read()
+
+    def delete(self, name: str) -> None:
+        self.fs.delete_file(self.path(name))
+
+    def write_atomic(self, name: str, data: bytes) -> None:
+        tmp = f".{name}.tmp"
+        with self.fs.open_output_stream(self.path(tmp)) as f:
+            f.write(data)
+        self._publish(tmp, name)
+
+    def write_table_atomic(self, name: str, table: pa.Table, *, row_group_size: int) -> None:
+        tmp = f".{name}.tmp"
+        with pq.ParquetWriter(self.path(tmp), table.schema, compression="zstd", filesystem=self.fs) as w:
+            w.write_table(table, row_group_size=row_group_size)
+        self._publish(tmp, name)
+
+    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path(name), columns=columns, filesystem=self.fs)
+
+    def _publish(self, tmp: str, name: str) -> None:
+        if self.is_local:  # the bytes reach the disk before the name does, so a crash never leaves a torn file
+            fd = os.open(self.path(tmp), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.fs.move(self.path(tmp), self.path(name))
+        if self.is_local:  # and the rename itself survives a power cut
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
