@@ -4,6 +4,8 @@ from interplay.generator.catalog import CatalogError
 from interplay.generator.config import ConfigError
 from interplay.generator.seeds import SeedError
 from interplay.generator.writer import OutputError
+from interplay.training.errors import TrainingInputError
 
 # A new input error type belongs here, so that `interplay` reports it cleanly.
-INPUT_ERRORS: tuple[type[Exception], ...] = (ConfigError, SeedError, CatalogError, OutputError)
+INPUT_ERRORS: tuple[type[Exception], ...] = (ConfigError, SeedError, CatalogError, OutputError,
+                                                TrainingInputError)

@@ -148,3 +148,18 @@ def test_ray_workers_match_one_process_and_survive_a_killed_worker(tmp_path: Pat
     assert len(got) == 40  # exactly once, though one worker died mid-run and was restarted
     assert json.loads((out / "manifest.json").read_text())["totals"]["num_dialogues"] == 40
 
+
+
+@pytest.mark.slow
+def test_ray_rerun_after_the_driver_died_resumes(tmp_path: Path, make_config, ray_cluster):
+    from interplay.distributed.ray_run import run_on_ray
+
+    config = make_config(num_dialogues=20)
+    out = tmp_path / "ray"
+    # What a driver killed part-way leaves: one partition finished, the other never started.
+    generate(config, out, Partition(0, 2))
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-p000of002-*.parquet")}
+    complete, table = run_on_ray(config, out, num_workers=2, engines="ray_engines:open_engines")
+    assert complete, table
+    assert sorted(r["conversation_index"] for r in rows(out)) == list(range(20))
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-p000of002-*.parquet")} == before

@@ -146,6 +146,10 @@ class Catalog:
     def __init__(self, items: Iterable[Item]) -> None:
         self._items: dict[str, Item] = {}
         self.num_skipped: dict[str, int] = {}  # reason -> rows skipped
+        # Items whose title and year repeat an earlier item's: kept (their ids resolve as targets), but grounding
+        # always names the first one, so they are never recommended. Reported, not skipped.
+        self.num_duplicate_titles = 0
+        title_years: set[tuple[str, int | None]] = set()
         tiers: tuple[dict[str, list[str]], dict[str, list[str]]] = ({}, {})  # primary, alias
         # "The Matrix" -> id: lets "I recommend The Matrix" ground although "matrix" is one word.
         self._article_ids: dict[str, str] = {}
@@ -157,6 +161,9 @@ class Catalog:
                 continue
             self._items[item.item_id] = item
             primary, aliases, has_article = _title_keys(item.title)
+            if (primary[0] if primary else "", item.year) in title_years:
+                self.num_duplicate_titles += 1
+            title_years.add((primary[0] if primary else "", item.year))
             for tier, keys in zip(tiers, (primary, aliases)):
                 for k in keys:
                     tier.setdefault(k, []).append(item.item_id)
@@ -346,7 +353,7 @@ def _read_rows(p: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
 
             table = pq.read_table(p)
             columns = [c for c in ("item_id", "title", "year", "attributes") if c in table.column_names]
-            rows = table.select(columns).to_pylist()
+            rows = _parquet_rows(table.select(columns), skipped)
         except Exception as e:  # pyarrow raises many types for corrupt files
             raise CatalogError(f"{p}: cannot read parquet: {' '.join(str(e).split())}") from e
         seen: set[str] = set(columns)
@@ -374,6 +381,20 @@ def _read_rows(p: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
     if rows and (missing := [c for c in ("item_id", "title") if c not in seen]):
         raise CatalogError(f"{p}: missing required column(s) {', '.join(missing)}")
     return rows, skipped
+
+
+def _parquet_rows(table: Any, skipped: dict[str, int]) -> list[dict[str, Any]]:
+    """The table's rows; Parquet strings are not checked on write, so a value with invalid UTF-8 costs its row."""
+    try:
+        return table.to_pylist()
+    except UnicodeDecodeError:
+        rows = []
+        for i in range(table.num_rows):
+            try:
+                rows.append(table.slice(i, 1).to_pylist()[0])
+            except UnicodeDecodeError:
+                skipped["invalid utf-8"] = skipped.get("invalid utf-8", 0) + 1
+        return rows
 
 
 def _is_nan(v: Any) -> bool:

@@ -109,7 +109,9 @@ def main(args: argparse.Namespace) -> int:
           f"{args.output}; generating {generation.num_remaining} ({generation.scan.num_valid} usable seeds"
           + (f", skipped {generation.scan.skipped}" if generation.scan.skipped else "") + ")", file=sys.stderr)
     log_name = f"engine-{partition.tag}.log" if partition else "engine.log"
-    log_path = None if args.verbose else Path(args.output) / "logs" / log_name
+    # Logs stay on this machine: beside the corpus when it is local, else in ./interplay-logs.
+    local_out = generation.writer.storage.local_path()
+    log_path = None if args.verbose else (local_out / "logs" if local_out else Path("interplay-logs")) / log_name
     if log_path is not None and generation.num_remaining:
         print(f"interplay: starting vLLM (its log: {log_path})", file=sys.stderr)
     failure = start_failure = None
@@ -121,6 +123,10 @@ def main(args: argparse.Namespace) -> int:
             start_failure = e
         except EngineDead as e:
             failure, manifest = f"{e}; {_see_log(log_path)}", generation.writer.manifest
+            if _interrupted(generation):
+                # A Ctrl-C typed in the terminal goes to the whole process group: vLLM's processes stop on it too.
+                failure = ("interrupted (the same Ctrl-C stopped vLLM's engine, so the conversations in flight were "
+                           "abandoned; they are generated again on the next run)")
         except (KeyboardInterrupt, asyncio.CancelledError):  # a second Ctrl-C cancels the run at once
             failure, manifest = "interrupted", generation.writer.manifest
     if start_failure is not None:
@@ -128,9 +134,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"interplay: error: {start_failure}" + (f"; cause: {cause}" if cause else "")
               + f"; {_see_log(log_path)}", file=sys.stderr)
         return 2
-    if failure is None and manifest["status"] != "complete" and getattr(generation, "scheduler", None) is not None \
-            and generation.scheduler.is_stopping:
-        failure = "interrupted"  # the first Ctrl-C: the active conversations were finished and written
+    if failure is None and manifest["status"] != "complete" and _interrupted(generation):
+        failure = "interrupted"  # the first Ctrl-C: no new conversations, the active ones finished and written
     print(_summary(manifest, args.output))
     if failure:
         print(f"interplay: stopped: {failure}; finished dialogues are saved, rerun the same command to resume",
@@ -152,6 +157,12 @@ def _root_cause(log_path: Path | None, start: int) -> str | None:
         lines = f.read().decode("utf-8", "replace").splitlines()
     causes = [m for line in lines if (m := _EXCEPTION_LINE.search(line)) and "root cause" not in m.group(2)]
     return f"{causes[-1].group(1)}: {causes[-1].group(2)}" if causes else None
+
+
+def _interrupted(generation: Any) -> bool:
+    """Did a first Ctrl-C stop the scheduler? (A generation without a scheduler never got that far.)"""
+    scheduler = getattr(generation, "scheduler", None)
+    return scheduler is not None and scheduler.is_stopping
 
 
 def _see_log(log_path: Path | None) -> str:

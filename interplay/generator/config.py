@@ -137,6 +137,10 @@ class GenerateConfig(_Strict):
             if _looks_local(model) and not (Path(model) / "config.json").is_file():
                 raise ValueError(f"{field}: model {model!r} does not exist (no config.json there); "
                                  "run `interplay prepare` for the embedded default")
+            if rc.adapter is not None and args.get("enable_lora") is False:
+                where = f"{role}.engine" if "enable_lora" in rc.engine else "engine"
+                raise ValueError(f"{role}.adapter: set, but {where}.enable_lora is false, so the engine could not "
+                                 "serve it; drop enable_lora: false (it is derived from the adapters)")
             rank, max_rank = rc.adapter_rank, int(args.get("max_lora_rank", 16))
             if rank is not None and rank > max_rank:
                 raise ValueError(f"{role}.adapter: rank {rank} is above max_lora_rank={max_rank}; "

@@ -14,12 +14,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 from interplay.generator.config import ROLES, ConfigError, GenerateConfig
 from interplay.generator.conversation import Completion
 from interplay.generator.scheduler import EngineDead
+
+
+class EngineStartError(RuntimeError):
+    """vLLM could not start an engine (not enough memory for the KV cache, a bad engine argument value, ...).
+    The root cause is in vLLM's own log lines, which the command line points to."""
 
 
 def _engine_arg_names() -> set[str]:
@@ -94,11 +101,11 @@ class RoleClient:
             async for output in self._engine.generate({"prompt_token_ids": prompt_token_ids}, params,
                                                       request_id, lora_request=self._lora):
                 final = output
-        except EngineDeadError as e:
-            raise EngineDead(f"the {self.role} engine died: {e}") from e
+        except EngineDeadError as e:  # vLLM's own message points at a stack trace that is in its log, not here
+            raise EngineDead(f"the vLLM engine died (during a {self.role} turn)") from e
         except Exception:
             if self._engine.errored:
-                raise EngineDead(f"the {self.role} engine died (see logs/engine.log)") from None
+                raise EngineDead(f"the vLLM engine died (during a {self.role} turn)") from None
             raise
         out = final.outputs[0]
         return Completion(out.text, len(prompt_token_ids), len(out.token_ids), final.num_cached_tokens or 0,
@@ -107,8 +114,11 @@ class RoleClient:
 
 @contextlib.contextmanager
 def _sigint_blocked():
-    """Processes started in this block inherit a blocked SIGINT, so a Ctrl-C in the terminal reaches only us: the
-    first one stops the run gracefully while the engines keep serving the conversations still in flight."""
+    """A Ctrl-C during vLLM's start-up is taken once the start returns (as an interrupt), not half-way through it.
+
+    Processes vLLM forks inherit the block. Those it spawns (the default on CPU and CUDA) start unblocked and set
+    their own SIGINT handler, so a Ctrl-C typed in the terminal, which goes to the whole process group, stops the
+    engine as well; `kill -INT` to this process alone leaves the engine serving the conversations in flight."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
@@ -116,25 +126,69 @@ def _sigint_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+# The watchdog's program: block until its stdin closes. "ok" first means a normal shutdown; a bare end of file
+# means the generator died, so it kills the processes it was given ("pid:create_time", never a recycled pid).
+_WATCHDOG = """
+import sys, psutil
+if sys.stdin.buffer.read() != b"ok":
+    for arg in sys.argv[1:]:
+        pid, created = arg.split(":")
+        try:
+            proc = psutil.Process(int(pid))
+            if repr(proc.create_time()) == created:
+                proc.kill()
+        except psutil.Error:
+            pass
+"""
+
+
+class DieWithUs:
+    """Kills this process's children (vLLM's engine processes) if this process dies without shutting them down.
+
+    They do not watch their parent: after a SIGKILL of the generator (kill -9, the OOM killer) they would live on
+    with their memory, which a rerun on the same GPU needs. The watchdog is a process of its own, in its own
+    session so that a Ctrl-C does not stop it; `release()` tells it all went well."""
+
+    def __init__(self) -> None:
+        import psutil  # a vLLM dependency
+
+        targets = [f"{p.pid}:{p.create_time()!r}" for p in psutil.Process().children(recursive=True)]
+        self.process = subprocess.Popen([sys.executable, "-c", _WATCHDOG, *targets], stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def release(self) -> None:
+        self.process.communicate(b"ok")
+
+
 @contextlib.asynccontextmanager
 async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, RoleClient]]:
     """Start the engines of the configured topology; shut them down however the block ends."""
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    def start(role: str, name: str) -> Any:
+        try:
+            return AsyncLLM.from_engine_args(_engine_args(config, role))
+        except Exception as e:  # vLLM raises RuntimeError, ValueError, ... and logs the cause in the engine core
+            raise EngineStartError(f"vLLM could not start {name}: {' '.join(str(e).split())}") from e
+
     engines: list[Any] = []
+    watchdog = None
     try:
         with _sigint_blocked():
             if config.topology == "shared":
-                engines.append(AsyncLLM.from_engine_args(_engine_args(config, "user")))
+                engines.append(start("user", "the engine"))
                 by_role = {role: engines[0] for role in ROLES}
             else:
                 by_role = {}
                 for role in ROLES:  # one after the other: each sizes its memory with the other already resident
-                    by_role[role] = AsyncLLM.from_engine_args(_engine_args(config, role))
+                    by_role[role] = start(role, f"the {role} engine")
                     engines.append(by_role[role])
+        watchdog = DieWithUs()
         yield {role: RoleClient(role, by_role[role], config.engine_args(role)["model"],
                                 getattr(config, role).adapter, lora_id, config.sampling(role))
                for lora_id, role in enumerate(ROLES, start=1)}
     finally:
         for engine in engines:
             engine.shutdown()
+        if watchdog is not None:
+            watchdog.release()

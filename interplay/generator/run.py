@@ -70,7 +70,7 @@ class Generation:
         # The catalog's ids: a seed whose target is not among them is skipped (counted in the manifest).
         self.scan: SeedScan = scan_seeds(self.seeds_path, max_summary_chars=config.seeds.max_summary_chars,
                                          known_items=self.catalog)
-        self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=config.hash(),
+        self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=self.corpus_hash(),
                                    dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite,
                                    partition_tag=partition.tag if partition else None)
         self._check_same_seeds()
@@ -80,6 +80,10 @@ class Generation:
                                          max_summary_chars=config.seeds.max_summary_chars, known_items=self.catalog)
         self.num_already_done = self.num_done
         self.scheduler: Scheduler | None = None
+
+    def corpus_hash(self) -> str:
+        """The hash every run in one output directory must share (the single-LLM baseline has its own)."""
+        return self.config.hash()
 
     @property
     def num_done(self) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ def _normalize_attributes(value: Any) -> dict[str, list[str]] | str:
     return out if out else "empty target_attributes"
 
 
-def _validate(row: dict[str, Any], max_summary_chars: int) -> Seed | str:
+def _validate(row: dict[str, Any], max_summary_chars: int, known_items: Container[str] | None) -> Seed | str:
     """Turn one raw row into a Seed, or return the reason to skip it."""
     for name in REQUIRED_COLUMNS:
         if row.get(name) is None:
@@ -142,6 +142,9 @@ def _validate(row: dict[str, Any], max_summary_chars: int) -> Seed | str:
     if isinstance(item, bool) or not isinstance(item, (str, int, type(None))):
         return "bad target_item_id"
     item = str(item).strip() if item is not None else None
+    # A target the catalog does not hold could never be grounded, so every "target recommended" would be false.
+    if item and known_items is not None and item not in known_items:
+        return "target_item_id not in catalog"
     return Seed(sid, summary, attrs, item or None)
 
 
@@ -177,13 +180,21 @@ def _open_rows(path: str) -> Iterator[dict[str, Any] | str]:
 def _parquet_rows(path: str, pf: pq.ParquetFile, columns: list[str]) -> Iterator[dict[str, Any]]:
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-            cols = [batch.column(c).to_pylist() for c in columns]
-            for values in zip(*cols):
-                yield dict(zip(columns, values))
+            try:
+                yield from batch.to_pylist()
+            except UnicodeDecodeError:  # Parquet strings are not checked on write: one bad value costs its row
+                yield from (_row_or_bad_utf8(batch.slice(i, 1)) for i in range(batch.num_rows))
     except (OSError, pa.ArrowException) as exc:
         raise SeedError(f"{path}: parquet read failed: {str(exc).splitlines()[0]}") from None
     finally:
         pf.close()
+
+
+def _row_or_bad_utf8(row: pa.RecordBatch) -> dict[str, Any] | str:
+    try:
+        return row.to_pylist()[0]
+    except UnicodeDecodeError:
+        return "invalid UTF-8"
 
 
 def _jsonl_rows(path: str) -> Iterator[dict[str, Any] | str]:
@@ -213,14 +224,14 @@ def _id_key(seed_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(seed_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def _checked(path: str, max_summary_chars: int) -> Iterator[Seed | str]:
+def _checked(path: str, max_summary_chars: int, known_items: Container[str] | None) -> Iterator[Seed | str]:
     """The single validation pass shared by scan_seeds and iter_seeds."""
     rows = _open_rows(path)
 
     def gen() -> Iterator[Seed | str]:
         seen: set[int] = set()
         for row in rows:
-            result = row if isinstance(row, str) else _validate(row, max_summary_chars)
+            result = row if isinstance(row, str) else _validate(row, max_summary_chars, known_items)
             if isinstance(result, Seed):
                 key = _id_key(result.seed_id)
                 if key in seen:
@@ -237,12 +248,15 @@ def _no_usable(path: str, num_rows: int, skipped: dict[str, int]) -> SeedError:
     return SeedError(f"no usable seeds in {path}: {detail}")
 
 
-def scan_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000) -> SeedScan:
-    """Validate the whole file (streaming) and count valid rows and skip reasons."""
+def scan_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000,
+               known_items: Container[str] | None = None) -> SeedScan:
+    """Validate the whole file (streaming) and count valid rows and skip reasons.
+
+    With `known_items` (the catalog's ids), a seed whose target_item_id is not among them is skipped."""
     path = os.fspath(path)
     num_rows = num_valid = 0
     skipped: dict[str, int] = {}
-    for result in _checked(path, max_summary_chars):
+    for result in _checked(path, max_summary_chars, known_items):
         num_rows += 1
         if isinstance(result, Seed):
             num_valid += 1
@@ -253,14 +267,15 @@ def scan_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000) -
     return SeedScan(path, num_rows, num_valid, skipped)
 
 
-def iter_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000) -> Iterator[Seed]:
+def iter_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000,
+               known_items: Container[str] | None = None) -> Iterator[Seed]:
     """Yield the valid seeds in file order, streaming.
 
     File-level problems (type, missing file, missing column) raise SeedError
     at call time; a file with no valid row raises it once exhausted.
     """
     path = os.fspath(path)
-    results = _checked(path, max_summary_chars)
+    results = _checked(path, max_summary_chars, known_items)
 
     def gen() -> Iterator[Seed]:
         num_rows = 0
