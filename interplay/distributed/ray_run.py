@@ -87,6 +87,8 @@ def run_on_ray(config: Any, out_dir: str | Path, *, num_workers: int | None = No
                 errors.append(f"partition {i}: {type(e).__name__}: {e}")
     finally:
         bar.close()
+        for w in workers:  # free their GPUs now, not when the driver's references are collected
+            ray.kill(w, no_restart=True)
     complete, table = report(out_dir)
     if errors:
         table += "\n" + "\n".join(errors)
