@@ -1,13 +1,16 @@
 # interplay: two commands on a fresh machine.
 #   make generate   create .venv, install everything, prepare the model and seeds, generate 200 dialogues on the CPU
 #   make test       the test suite (fast tests plus small real-vLLM tests)
+#   make train      train a LoRA adapter per role on a small embedded corpus (CPU, minutes); then
+#                   make generate CONFIG=configs/embedded-lora.yaml serves them
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-OUTPUT ?= out/embedded
+CONFIG ?= configs/embedded.yaml
+OUTPUT ?= out/$(basename $(notdir $(CONFIG)))
 NUM_DIALOGUES ?= 200
 
-.PHONY: install prepare generate test test-fast clean
+.PHONY: install prepare generate train test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -26,13 +29,30 @@ prepare: install
 	$(BIN)/interplay prepare
 
 generate: prepare
-	$(BIN)/interplay generate --config configs/embedded.yaml --output $(OUTPUT) --num-dialogues $(NUM_DIALOGUES)
+	$(BIN)/interplay generate --config $(CONFIG) --output $(OUTPUT) --num-dialogues $(NUM_DIALOGUES)
+
+# The loop closed on the embedded default: a small corpus from the embedded generator, then one LoRA adapter per
+# role trained on it on the CPU for TRAIN_STEPS steps each (minutes), written to out/adapters/, where
+# configs/embedded-lora.yaml looks. Then: make generate CONFIG=configs/embedded-lora.yaml
+TRAIN_STEPS ?= 24
+TRAIN_ARGS = --data out/train-corpus --prompts-from configs/embedded-lora.yaml --overwrite \
+	--set train.max_steps=$(TRAIN_STEPS) --set train.max_seq_len=512 --set train.learning_rate=1e-3
+train: prepare
+	$(BIN)/interplay generate --config configs/embedded.yaml --output out/train-corpus --num-dialogues 32 \
+		--set conversation.max_turns=6
+	$(BIN)/interplay train --role user --output out/adapters/user-simulator $(TRAIN_ARGS)
+	$(BIN)/interplay train --role recommender --output out/adapters/recommender $(TRAIN_ARGS)
 
 test: prepare
 	$(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Throughput benchmark (benchmarks/throughput.py): the last stdout line is one JSON object; results and the
+# max_in_flight plot go to benchmarks/results/. BENCH_QUICK=1 for a quick run; sizes: see --help.
+bench: prepare
+	$(BIN)/python -m benchmarks.throughput
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -5,6 +5,9 @@ One subcommand per module, each with HELP, add_arguments(parser) and main(args):
     interplay prepare                                         # embedded model + MovieLens seeds into the cache
     interplay generate --config configs/embedded.yaml --output out/embedded [--num-dialogues N] [--set K=V ...]
     interplay show out/embedded [-n 3] [--outcome accepted]
+    interplay train --role user|recommender --data D... --output ADAPTER [--config F] [--set K=V ...]
+    interplay merge --adapter ADAPTER --output MODEL_DIR
+    interplay summarize --data D... --config configs/embedded.yaml --output summarized.parquet
 
 Input problems exit with status 2 and one message before any work starts; a run that stopped before every
 conversation was written (interrupt, engine death) exits with 1 and resumes when rerun.

@@ -1,0 +1,379 @@
+"""Throughput benchmark: this project's scheduler against the alternatives, on the same seeds, the same model and
+the same machine, in one invocation (`make bench`).
+
+    (a) interleaved   this project's scheduler (interleaved.py): a real run, max_in_flight conversations active
+    (b) waves         turn-synchronous waves (waves.py): what a simple script over LLM.chat does
+    (c) sequential    one conversation at a time (sequential.py), what ParlAI-style self-chat does; small sample
+    (d) replay        the exact prompts of (a), each forced to the output length it had, with no turn
+                      dependencies at the same concurrency (replay.py): the engine's own throughput on (a)'s token
+                      mix, which no scheduler can beat
+    topologies        shared vs separate vs shared with a LoRA adapter per role (topologies.py), small sample
+    sweep             (a) at several max_in_flight values, plotted (plot.py)
+    orchestration     interplay's own overhead per turn on a zero-latency fake engine, and peak RSS at two corpus
+                      sizes (orchestration.py)
+
+Engines start once per topology; a short warm-up runs first, and every variant starts from a cold prefix cache
+(the variants generate the same conversations). Figures per variant: dialogues/s, output tok/s, prompt tok/s,
+cached-prompt share, peak RSS of this process and its engine processes. Ratios: a/d (scheduler efficiency), a/b,
+a/c. Progress goes to stderr, vLLM's own log to WORK/engine.log, the results (with the machine's description)
+to benchmarks/results/, and the last line of stdout is one JSON object with every figure.
+
+Every size is a flag or an environment variable (flags win); BENCH_QUICK=1 (or --quick) makes all of them small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS, ROOT, RssSampler, figures, fds_to, log, machine, ratio, recording, \
+    write_results
+
+# name -> (environment variable, full default, quick default, help)
+SIZES: dict[str, tuple[str, str, str, str]] = {
+    "dialogues": ("BENCH_DIALOGUES", "256", "24", "dialogues of (a), (b) and (d)"),
+    "max_in_flight": ("BENCH_MAX_IN_FLIGHT", "128", "12", "max_in_flight of (a), (b) and (d)"),
+    "sequential": ("BENCH_SEQUENTIAL", "4", "2", "dialogues of (c), one at a time"),
+    "topology_dialogues": ("BENCH_TOPOLOGY_DIALOGUES", "16", "6", "dialogues per topology"),
+    "topology_max_in_flight": ("BENCH_TOPOLOGY_MAX_IN_FLIGHT", "8", "6", "max_in_flight per topology"),
+    "sweep": ("BENCH_SWEEP", "16,32,64,128", "4,12", "max_in_flight values of the sweep"),
+    "sweep_min_dialogues": ("BENCH_SWEEP_MIN_DIALOGUES", "32", "8",
+                            "a sweep point runs max(this, 2 x max_in_flight) dialogues"),
+    "orchestration": ("BENCH_ORCH_SIZES", "10000,100000", "1000,10000", "dialogue counts of the orchestration runs"),
+    "warmup": ("BENCH_WARMUP", "4", "2", "warm-up dialogues per engine (not timed)"),
+    "repeat": ("BENCH_REPEAT", "1", "1", "rounds of (a), (b), (d); the ratios are the median of the rounds'"),
+}
+# The benchmark's generation settings on top of the config: shorter dialogues than the embedded default (8 turns,
+# 64/96 tokens), so that 256 dialogues take minutes, not an hour, on a 2-core CPU. Replace with BENCH_SET="k=v k=v"
+# or --set (each --set replaces all of these).
+DEFAULT_SET = ("conversation.max_turns=4", "user.sampling.max_tokens=32", "recommender.sampling.max_tokens=48",
+               "dialogues_per_shard=1000")
+SECTIONS = ("orchestration", "waves", "replay", "sequential", "sweep", "topologies")
+TARGETS = {"a_over_d_min": 0.85, "a_over_b_min": 1.2, "orchestration_turns_per_s_min": 3000,
+           "orchestration_rss_ratio_max": 1.10}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=os.environ.get("BENCH_CONFIG", str(ROOT / "configs" / "embedded.yaml")),
+                        help="generation config (env BENCH_CONFIG; default configs/embedded.yaml)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help=f"generation setting (default: {' '.join(DEFAULT_SET)}; env BENCH_SET)")
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
+                        help="small sizes everywhere (env BENCH_QUICK=1)")
+    for name, (env, full, quick, text) in SIZES.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", help=f"{text} (env {env}; default {full}, quick {quick})")
+    parser.add_argument("--skip", default=os.environ.get("BENCH_SKIP", ""),
+                        help=f"comma-separated sections to leave out: {', '.join(SECTIONS)} (env BENCH_SKIP)")
+    parser.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/interplay-bench"),
+                        help="scratch directory for the corpora and vLLM's log (env BENCH_WORK)")
+    parser.add_argument("--results", default=str(RESULTS), help="where the JSON and the plot go")
+    args = parser.parse_args(argv)
+    for name, (env, full, quick, _) in SIZES.items():
+        value = getattr(args, name) or os.environ.get(env) or (quick if args.quick else full)
+        if name in ("sweep", "orchestration"):
+            value = [int(v) for v in str(value).split(",") if v.strip()]
+        else:
+            value = int(value)
+        setattr(args, name, value)
+    if args.set is None:
+        args.set = os.environ["BENCH_SET"].split() if os.environ.get("BENCH_SET") else list(DEFAULT_SET)
+    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if unknown := args.skip - set(SECTIONS):
+        parser.error(f"--skip: unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
+    return args
+
+
+def with_run(config: Any, **values: Any) -> Any:
+    from interplay.generator.config import GenerateConfig
+
+    return GenerateConfig.model_validate({**config.model_dump(), **values})
+
+
+def with_cpu(result: dict[str, Any]) -> dict[str, Any]:
+    """Add output tokens per CPU second of the process tree: less sensitive to other jobs on the machine."""
+    result["output_tok_per_cpu_s"] = round(result["output_tokens"] / result["cpu_s"], 2) if result.get("cpu_s") \
+        else None
+    return result
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        from interplay.generator.config import load_config, parse_override
+        from interplay.generator.engine import check_config
+
+        self.args = args
+        self.config = load_config(args.config, dict(parse_override(s) for s in args.set))
+        check_config(self.config)
+        self.work = Path(args.work)
+        self.out: dict[str, Any] = {"variants": {}, "ratios": {}, "topologies": {}, "sweep": [], "errors": {}}
+        c = self.config
+        # The topology the main engine serves; the other two are started one after the other at the end.
+        self.main_topology = "separate" if c.topology == "separate" else (
+            "shared-lora" if c.user.adapter or c.recommender.adapter else "shared")
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def corpus_dir(self, name: str) -> Path:
+        path = self.work / "corpora" / name
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    async def interleaved(self, clients: dict[str, Any], name: str, num: int, max_in_flight: int) -> dict[str, Any]:
+        from benchmarks.interleaved import run_interleaved
+        from benchmarks.replay import reset_prefix_caches
+
+        await reset_prefix_caches(clients)
+        with RssSampler() as rss:
+            wall, requests, _ = await run_interleaved(with_run(self.config, num_dialogues=num,
+                                                               max_in_flight=max_in_flight), clients,
+                                                      self.corpus_dir(name))
+        result = with_cpu({"max_in_flight": max_in_flight, **figures(requests, wall, num), **rss.figures()})
+        result["_requests"] = requests
+        return result
+
+    async def warmup(self, clients: dict[str, Any], name: str) -> None:
+        from benchmarks.interleaved import run_interleaved
+
+        n = self.args.warmup
+        if n > 0:
+            started = time.perf_counter()
+            await run_interleaved(with_run(self.config, num_dialogues=n, max_in_flight=n), clients,
+                                  self.corpus_dir(f"warmup-{name}"))
+            log(f"  warm-up: {n} dialogues in {time.perf_counter() - started:.1f} s")
+
+    def section(self, name: str) -> bool:
+        return name not in self.args.skip
+
+    def failed(self, name: str, error: BaseException) -> None:
+        self.out["errors"][name] = f"{type(error).__name__}: {error}"
+        log(f"{name} FAILED: {type(error).__name__}: {error}")
+        traceback.print_exc()  # into WORK/engine.log
+
+    # -- the sections -----------------------------------------------------------------------------------------
+
+    async def round(self, clients: dict[str, Any], cfg: Any, r: int) -> dict[str, Any]:
+        """(a), then (b) and (d) on the same engine: one round of the main comparison."""
+        from benchmarks.replay import reset_prefix_caches, run_replay
+        from benchmarks.waves import run_waves
+
+        n, mif = cfg.num_dialogues, cfg.max_in_flight
+        tag = f" (round {r + 1} of {self.args.repeat})" if self.args.repeat > 1 else ""
+        out: dict[str, Any] = {}
+        log(f"(a) interleaved scheduler: {n} dialogues, max_in_flight={mif}{tag}")
+        a = out["a_interleaved"] = await self.interleaved(clients, "a-interleaved", n, mif)
+        log(f"  {a['output_tok_per_s']:.0f} output tok/s, {a['dialogues_per_s']:.2f} dialogues/s")
+        if self.section("waves"):
+            log(f"(b) turn-synchronous waves: {n} dialogues, max_in_flight={mif}{tag}")
+            try:
+                await reset_prefix_caches(clients)
+                recorded, rlog = recording(clients)
+                with RssSampler() as rss:
+                    wall, info = await run_waves(cfg, recorded, self.corpus_dir("b-waves"))
+                out["b_waves"] = with_cpu({"max_in_flight": mif, **figures(rlog.requests, wall, n), **info,
+                                           **rss.figures()})
+                log(f"  {out['b_waves']['output_tok_per_s']:.0f} output tok/s")
+            except Exception as e:
+                self.failed(f"waves{tag}", e)
+        if self.section("replay"):
+            log(f"(d) replay bound: the {len(a['_requests'])} requests of (a), max_in_flight={mif}{tag}")
+            try:
+                await reset_prefix_caches(clients)
+                with RssSampler() as rss:
+                    wall, done, mismatches = await run_replay(clients, a["_requests"], max_in_flight=mif)
+                out["d_replay"] = with_cpu({"max_in_flight": mif, **figures(done, wall, n),
+                                            "output_length_mismatches": mismatches, **rss.figures()})
+                log(f"  {out['d_replay']['output_tok_per_s']:.0f} output tok/s")
+            except Exception as e:
+                self.failed(f"replay{tag}", e)
+        return out
+
+    async def main_engine(self) -> None:
+        from benchmarks.replay import reset_prefix_caches
+        from benchmarks.sequential import run_sequential
+        from interplay.generator.engine import open_engines
+
+        args, variants = self.args, self.out["variants"]
+        n, mif = args.dialogues, args.max_in_flight
+        cfg = with_run(self.config, num_dialogues=n, max_in_flight=mif)
+        log(f"starting the engine ({cfg.topology}, {cfg.engine_args('user')['model']})")
+        started = time.perf_counter()
+        async with open_engines(cfg) as clients:
+            self.out["topologies"].setdefault(self.main_topology, {})["startup_s"] = round(
+                time.perf_counter() - started, 1)
+            log(f"  engine up in {time.perf_counter() - started:.1f} s")
+            await self.warmup(clients, "main")
+
+            rounds = []
+            for r in range(args.repeat):
+                rounds.append(await self.round(clients, cfg, r))
+            a = rounds[0]["a_interleaved"]
+            variants.update(rounds[0])
+            for rnd in rounds[1:]:
+                rnd["a_interleaved"].pop("_requests", None)
+            if args.repeat > 1:
+                self.out["rounds"] = [{k: {f: v for f, v in x.items() if not f.startswith("_")}
+                                       for k, x in rnd.items()} for rnd in rounds]
+
+            if self.section("sequential"):
+                k = args.sequential
+                log(f"(c) one conversation at a time: {k} dialogues")
+                try:
+                    await reset_prefix_caches(clients)
+                    with RssSampler() as rss:
+                        wall, requests = await run_sequential(cfg, clients, self.corpus_dir("c-sequential"), k)
+                    variants["c_sequential"] = with_cpu({"max_in_flight": 1, **figures(requests, wall, k),
+                                                         **rss.figures()})
+                    log(f"  {variants['c_sequential']['output_tok_per_s']:.0f} output tok/s")
+                except Exception as e:
+                    self.failed("sequential", e)
+
+            if self.section("sweep"):
+                for m in args.sweep:
+                    num = max(args.sweep_min_dialogues, 2 * m)
+                    if m == mif and num == n:
+                        point = a
+                    else:
+                        log(f"sweep: max_in_flight={m}, {num} dialogues")
+                        try:
+                            point = await self.interleaved(clients, f"sweep-{m}", num, m)
+                        except Exception as e:
+                            self.failed(f"sweep-{m}", e)
+                            continue
+                    self.out["sweep"].append({k: v for k, v in point.items() if not k.startswith("_")})
+                    log(f"  max_in_flight={m}: {point['output_tok_per_s']:.0f} output tok/s")
+
+            if self.section("topologies"):
+                await self.topology(clients, self.main_topology, None)
+        for v in variants.values():
+            v.pop("_requests", None)
+
+    async def topology(self, clients: dict[str, Any] | None, name: str, cfg: Any) -> None:
+        num, mif = self.args.topology_dialogues, self.args.topology_max_in_flight
+        log(f"topology {name}: {num} dialogues, max_in_flight={mif}")
+        try:
+            if clients is None:
+                from interplay.generator.engine import open_engines
+
+                started = time.perf_counter()
+                async with open_engines(cfg) as opened:
+                    self.out["topologies"].setdefault(name, {})["startup_s"] = round(time.perf_counter() - started, 1)
+                    log(f"  engines up in {time.perf_counter() - started:.1f} s")
+                    await self.warmup(opened, name)
+                    result = await self.interleaved(opened, f"topology-{name}", num, mif)
+            else:
+                result = await self.interleaved(clients, f"topology-{name}", num, mif)
+            result.pop("_requests")
+            self.out["topologies"].setdefault(name, {}).update(result)
+            log(f"  {result['output_tok_per_s']:.0f} output tok/s, peak RSS {result['peak_rss_mb']:.0f} MB")
+        except Exception as e:
+            self.failed(f"topology-{name}", e)
+
+    async def other_topologies(self) -> None:
+        from benchmarks.topologies import TOPOLOGIES, topology_config
+
+        base = with_run(self.config, num_dialogues=self.args.topology_dialogues,
+                        max_in_flight=self.args.topology_max_in_flight)
+        for name in (t for t in TOPOLOGIES if t != self.main_topology):
+            try:
+                cfg = topology_config(base, name, self.work)
+            except Exception as e:
+                self.failed(f"topology-{name}", e)
+                continue
+            await self.topology(None, name, cfg)
+
+    def ratios(self) -> None:
+        """a/d, a/b, a/c on output tok/s (and on dialogues/s, and per CPU second); with several rounds, the
+        median of the rounds' ratios for a/d and a/b."""
+        v, r = self.out["variants"], self.out["ratios"]
+        rounds = self.out.get("rounds") or [v]
+        for other, key in (("d_replay", "a_over_d"), ("b_waves", "a_over_b"), ("c_sequential", "a_over_c")):
+            for suffix, field in (("", "output_tok_per_s"), ("_dialogues_per_s", "dialogues_per_s"),
+                                  ("_per_cpu_s", "output_tok_per_cpu_s")):
+                values = [ratio(rnd.get("a_interleaved", {}).get(field), (rnd.get(other) or v.get(other) or {})
+                                .get(field)) for rnd in rounds]
+                values = [x for x in values if x is not None]
+                if values:
+                    r[key + suffix] = round(statistics.median(values), 3)
+                    if len(values) > 1:
+                        r[key + suffix + "_rounds"] = values
+        r["scheduler_efficiency"] = r.get("a_over_d")
+
+
+def targets(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    r, orch = out["ratios"], out.get("orchestration") or {}
+    checks: dict[str, Any] = {}
+    if r.get("a_over_d") is not None:
+        checks["a_over_d >= 0.85"] = {"value": r["a_over_d"], "met": r["a_over_d"] >= TARGETS["a_over_d_min"],
+                                      "max_in_flight": args.max_in_flight}
+    if r.get("a_over_b") is not None:
+        checks["a_over_b >= 1.2"] = {"value": r["a_over_b"], "met": r["a_over_b"] >= TARGETS["a_over_b_min"]}
+    if orch.get("turns_per_s") is not None:
+        checks["orchestration >= 3000 turns/s"] = {
+            "value": orch["turns_per_s"], "met": orch["turns_per_s"] >= TARGETS["orchestration_turns_per_s_min"]}
+        checks["peak RSS at the largest size within 10% of the smallest"] = {
+            "value": orch["peak_rss_ratio_largest_to_smallest"],
+            "met": orch["peak_rss_ratio_largest_to_smallest"] <= TARGETS["orchestration_rss_ratio_max"]}
+    return checks
+
+
+async def run_engines(bench: Bench) -> None:
+    try:
+        await bench.main_engine()
+    except Exception as e:
+        bench.failed("main engine", e)
+    if bench.section("topologies"):
+        await bench.other_topologies()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    bench = Bench(args)
+    out = bench.out
+    out["machine"] = machine()
+    out["settings"] = {"config": args.config, "set": args.set, "quick": args.quick,
+                       **{name: getattr(args, name) for name in SIZES}, "skip": sorted(args.skip)}
+    log(f"interplay throughput benchmark ({'quick' if args.quick else 'full'}); "
+        f"vLLM log: {bench.work / 'engine.log'}")
+    if bench.section("orchestration"):
+        from benchmarks.orchestration import DEFAULT_SETTINGS, measure
+
+        try:
+            out["orchestration"] = measure(args.orchestration, config_path=args.config,
+                                           settings=list(DEFAULT_SETTINGS), tokenizer="smollm2")
+        except Exception as e:
+            bench.failed("orchestration", e)
+    bench.work.mkdir(parents=True, exist_ok=True)
+    with fds_to(bench.work / "engine.log"):
+        asyncio.run(run_engines(bench))
+    bench.ratios()
+    out["targets"] = targets(out, args)
+    results = Path(args.results)
+    if out["sweep"]:
+        from benchmarks.plot import plot_sweep
+
+        reference = {k: out["variants"].get(v) for k, v in (("waves", "b_waves"), ("replay", "d_replay"))}
+        model = Path(bench.config.engine_args("user")["model"]).name
+        out["plot"] = str(plot_sweep(out["sweep"], results / "max_in_flight_sweep.png", reference=reference,
+                                     title=f"{model}, {out['machine']['usable_cpus']} CPUs: output tok/s"))
+    out["total_wall_s"] = round(time.perf_counter() - started, 1)
+    out["results"] = str(write_results("throughput", out, results))
+    if not out["errors"]:
+        del out["errors"]
+    log(f"done in {out['total_wall_s']:.0f} s; results: {out['results']}")
+    print(json.dumps(out))
+    return 0 if "errors" not in out else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

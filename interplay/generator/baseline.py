@@ -1,0 +1,271 @@
+"""The reference-dependent baseline: one LLM writes the whole dialogue while knowing the target item.
+
+This is the older way of making CRS corpora that Interplay argues against, kept here so that `interplay report`
+can compare both on the same seeds with the same model:
+
+    interplay generate --config configs/embedded.yaml --output out/baseline --baseline single-llm
+
+One request per conversation, served by the recommender's model (and adapter) on one shared engine. Its prompt
+holds the preference summary, the target attributes and the target's title ("in the end the Recommender
+recommends Heat (1995) and the User accepts it"). The output is split into alternating user / recommender turns
+at its "User:" / "Recommender:" labels, and each turn goes through the same parsing, markers, grounding and
+ending rules as an Interplay turn (Conversation.add_reply), so the corpus has the same schema and the report
+reads both alike. What differs, and is recorded:
+
+- manifest.json has "mode": "single-llm" (and its own config hash, so the two kinds never mix in a directory);
+- `user_model` and `recommender_model` are "single-llm:<model>": one model wrote both sides;
+- the request's token counts are all on the first turn, whose `raw_text` holds the whole output;
+- a dialogue whose text ends before the user accepts or gives up ends as `bad_reply`.
+
+Same plan (conversation i = seed i), ids and per-conversation sampling seed derivation as a normal run, so
+`--num-dialogues N` means the same N seeds; resume works the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import signal
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from interplay.distributed.partition import Partition
+from interplay.generator.catalog import Catalog
+from interplay.generator.config import ROLES, GenerateConfig
+from interplay.generator.conversation import Completion, Conversation, Outcome, turn_seed
+from interplay.generator.parsing import ReplyParser
+from interplay.generator.plan import iter_plan
+from interplay.generator.prompts import format_attributes
+from interplay.generator.records import RoleInfo, to_record
+from interplay.generator.run import Generation, OpenEngines
+from interplay.generator.scheduler import EngineDead, RoleClient
+
+MODE = "single-llm"
+
+SYSTEM = "You write realistic example conversations between a person looking for a {item} to watch and a " \
+         "{item} recommender."
+PROMPT = """\
+Write a conversation between a User and a Recommender.
+About the user: {preference_summary}
+What the user is in the mood for now: {target_attributes}.
+{target_line}
+Write at most {max_turns} lines, alternating "User:" and "Recommender:", the User first. Keep every line short. \
+The Recommender names every {item} as Title (Year). When the User accepts a {item}, the User's line ends with \
+{accept_marker}."""
+TARGET_LINE = "In the end the Recommender recommends {target}, and the User accepts it."
+NO_TARGET_LINE = "In the end the Recommender recommends a {item} that fits, and the User accepts it."
+
+_USER_LABELS = r"user|seeker|customer|person|viewer|human|me"
+_RECOMMENDER_LABELS = r"recommender|assistant|bot|agent|ai"
+_LABEL = re.compile(r"^\s*(?:[-*>•]\s*)?[*_]*\s*(?:the\s+)?"
+                    rf"(?:(?P<user>{_USER_LABELS})|(?P<rec>{_RECOMMENDER_LABELS}))"
+                    r"\s*[*_]*\s*:\s*[*_]*\s*(?P<rest>.*)$", re.IGNORECASE)
+_QUOTED = re.compile(r'^\s*["“](?P<inner>[^"“”]*)["”]\s*$')  # a whole turn in one pair of double quotes
+
+
+def single_llm_config(config: GenerateConfig) -> GenerateConfig:
+    """The engine config of the baseline: one shared engine with the recommender's model, engine arguments and
+    adapter, and an output budget of a whole dialogue (the max_tokens of every turn of a full-length one)."""
+    data = config.model_dump(mode="json")
+    data["topology"] = "shared"
+    data["engine"] = {**data["engine"], **data["recommender"]["engine"]}
+    data["user"] = {**data["user"], "engine": {}, "adapter": None}
+    data["recommender"]["engine"] = {}
+    turns = config.conversation.max_turns
+    budget = ((turns + 1) // 2) * config.sampling("user")["max_tokens"] \
+        + (turns // 2) * config.sampling("recommender")["max_tokens"]
+    data["recommender"]["sampling"] = {**config.sampling("recommender"), "max_tokens": budget}
+    return GenerateConfig.model_validate(data)
+
+
+def config_hash(config: GenerateConfig) -> str:
+    """The baseline's own hash: a directory holds either Interplay dialogues or baseline ones."""
+    return hashlib.sha256(f"{config.hash()}:{MODE}".encode()).hexdigest()[:16]
+
+
+def baseline_messages(conv: Conversation, config: GenerateConfig, catalog: Catalog) -> list[dict[str, str]]:
+    seed, conv_cfg = conv.seed, config.conversation
+    item = catalog.get(seed.target_item_id) if seed.target_item_id else None
+    target_line = (TARGET_LINE.format(target=item.display) if item is not None
+                   else NO_TARGET_LINE.format(item=conv_cfg.item_noun))
+    prompt = PROMPT.format(preference_summary=seed.preference_summary,
+                           target_attributes=format_attributes(seed.target_attributes), target_line=target_line,
+                           max_turns=conv_cfg.max_turns, item=conv_cfg.item_noun,
+                           accept_marker=conv_cfg.accept_marker)
+    return [{"role": "system", "content": SYSTEM.format(item=conv_cfg.item_noun)},
+            {"role": "user", "content": prompt}]
+
+
+def split_dialogue(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The generated text -> ([(role, text), ...] in order, notes). A line opening with a speaker label ("User:",
+    "**Recommender:**", "The user:") starts a turn, a turn wholly in double quotes loses them, unlabelled lines
+    continue the current one, consecutive lines of one speaker are one turn, text before
+    the first label and empty turns are dropped, and a leading recommender turn is dropped (the user speaks
+    first, as in an Interplay dialogue)."""
+    segments: list[list[Any]] = []
+    notes: list[str] = []
+    preamble = False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        m = _LABEL.match(line)
+        if m:
+            role = "user" if m["user"] else "recommender"
+            if segments and segments[-1][0] == role:
+                segments[-1][1].append(m["rest"])
+            else:
+                segments.append([role, [m["rest"]]])
+        elif segments:
+            segments[-1][1].append(line)
+        elif line.strip():
+            preamble = True
+    if preamble:
+        notes.append("text before the first speaker label dropped")
+    turns = [(role, "\n".join(s.strip() for s in lines if s.strip())) for role, lines in segments]
+    turns = [(role, m["inner"].strip() if (m := _QUOTED.match(t)) else t) for role, t in turns]
+    if any(not t for _, t in turns):
+        notes.append("empty turn dropped")
+        turns = [(r, t) for r, t in turns if t]
+    merged: list[tuple[str, str]] = []  # dropping an empty turn can join two turns of one speaker
+    for role, t in turns:
+        if merged and merged[-1][0] == role:
+            merged[-1] = (role, merged[-1][1] + "\n" + t)
+        else:
+            merged.append((role, t))
+    if merged and merged[0][0] == "recommender":
+        notes.append("leading recommender turn dropped")
+        merged = merged[1:]
+    return merged, notes
+
+
+def apply_dialogue(conv: Conversation, completion: Completion, parser: ReplyParser, catalog: Catalog,
+                   max_turns: int) -> None:
+    """Turn one single-LLM completion into the conversation's turns and outcome."""
+    turns, notes = split_dialogue(completion.text)
+    for k, (_, text) in enumerate(turns):
+        if conv.is_finished:
+            notes.append(f"{len(turns) - k} turn(s) after the end dropped")
+            break
+        first = k == 0
+        conv.add_reply(Completion(text, completion.num_prompt_tokens if first else 0,
+                                  completion.num_output_tokens if first else 0,
+                                  completion.num_cached_tokens if first else 0,
+                                  completion.finish_reason if first else None), parser, catalog, max_turns)
+    if not conv.turns:  # nothing usable: keep the raw output in one (empty) turn
+        conv.add_reply(Completion("", completion.num_prompt_tokens, completion.num_output_tokens,
+                                  completion.num_cached_tokens, completion.finish_reason), parser, catalog, max_turns)
+        conv.finish(Outcome.BAD_REPLY, "no User:/Recommender: lines in the single-LLM output")
+    first = conv.turns[0]
+    first.raw_text = completion.text
+    first.note = "; ".join(filter(None, [first.note, f"{MODE}: one request wrote the whole dialogue (its token "
+                                         "counts are on this turn, its whole output is this raw_text)", *notes]))
+    if not conv.is_finished:
+        cut = " (output cut at max_tokens)" if completion.finish_reason == "length" else ""
+        conv.finish(Outcome.BAD_REPLY, f"the single-LLM dialogue ended after {len(conv.turns)} turns without "
+                                       f"the user accepting or giving up{cut}")
+
+
+class BaselineGeneration(Generation):
+    """A prepared baseline run: Generation's inputs, checks, plan, partitions and writer, one request per
+    conversation instead of the scheduler."""
+
+    def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False,
+                 partition: Partition | None = None):
+        super().__init__(config, out_dir, overwrite=overwrite, partition=partition)
+        self.llm_config = single_llm_config(config)
+        self.parser = ReplyParser(config.conversation.accept_marker, config.conversation.quit_marker)
+        self.is_stopping = False
+        self.writer.manifest["mode"] = MODE
+        self.writer.write_manifest()
+
+    def corpus_hash(self) -> str:
+        return config_hash(self.config)
+
+    def _manifest_extra(self) -> dict[str, Any]:
+        return {**super()._manifest_extra(), "mode": MODE}
+
+    async def dialogue(self, client: RoleClient, conv: Conversation) -> None:
+        """One request writes the whole dialogue."""
+        prompt = client.render(baseline_messages(conv, self.config, self.catalog))
+        if len(prompt) + client.max_tokens > client.max_model_len:
+            conv.finish(Outcome.CONTEXT_LIMIT, f"prompt of {len(prompt)} tokens + max_tokens {client.max_tokens} "
+                                               f"> max_model_len {client.max_model_len}")
+            return
+        try:
+            completion = await client.generate(f"{conv.conversation_id}@0", prompt,
+                                               turn_seed(self.config.seed, conv.conversation_id, 0))
+        except (EngineDead, asyncio.CancelledError):
+            raise
+        except Exception as e:  # one failed request ends only its own conversation
+            conv.finish(Outcome.ERROR, f"{MODE} request: {type(e).__name__}: {e}")
+            return
+        apply_dialogue(conv, completion, self.parser, self.catalog, self.config.conversation.max_turns)
+
+    async def run(self, open_engines: OpenEngines, *, progress: TextIO | None = None) -> dict[str, Any]:
+        if self.num_remaining == 0:
+            return self.writer.close(complete=True, extra=self._manifest_extra())
+        cfg = self.config
+        bar = tqdm(total=self.num_planned, initial=self.num_already_done, unit="dlg", file=progress,
+                   disable=progress is None, dynamic_ncols=True, smoothing=0.1)
+        try:
+            async with open_engines(self.llm_config) as clients:
+                client = clients["recommender"]
+                info = RoleInfo(f"{MODE}:{client.model}", self.llm_config.recommender.adapter,
+                                self.llm_config.sampling("recommender"))
+                roles = {role: info for role in ROLES}
+                self.writer.start_clock()
+                plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
+                                 done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,
+                                 owns=self._owns, known_items=self.catalog)
+
+                async def worker() -> None:
+                    while not self.is_stopping:
+                        conv = next(plan, None)
+                        if conv is None:
+                            return
+                        await self.dialogue(client, conv)
+                        self.writer.add(to_record(conv, roles))
+                        bar.update(1)
+
+                workers = [asyncio.create_task(worker()) for _ in range(cfg.max_in_flight)]
+                with _stop_on_sigint(self):
+                    try:
+                        await asyncio.gather(*workers)
+                    finally:
+                        for w in workers:
+                            w.cancel()
+                        await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            bar.close()
+            manifest = self.writer.close(complete=self.num_done == self.num_planned, extra=self._manifest_extra())
+        return manifest
+
+
+class _stop_on_sigint:
+    """First Ctrl-C: start no new dialogues, let the active ones finish. Second Ctrl-C: stop at once."""
+
+    def __init__(self, generation: BaselineGeneration):
+        self.generation = generation
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> None:
+        self.task = asyncio.current_task()
+        with suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread: no handler
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_sigint)
+            self.loop = asyncio.get_running_loop()
+
+    def _on_sigint(self) -> None:
+        if self.generation.is_stopping:
+            self.task.cancel()
+        else:
+            self.generation.is_stopping = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.loop is not None:
+            self.loop.remove_signal_handler(signal.SIGINT)
+
+
+__all__ = ["BaselineGeneration", "MODE", "apply_dialogue", "baseline_messages", "single_llm_config",
+           "split_dialogue"]

@@ -1,0 +1,236 @@
+"""`interplay summarize`: preference summaries and target attributes for dialogues that lack them, in batch.
+
+    interplay summarize --data pearl/train.json --config configs/embedded.yaml --output pearl-summarized.parquet
+
+The user simulator is conditioned on a preference summary and target attributes. PEARL has personas made of
+reviews instead, and other corpora may have nothing but the dialogue. For each dialogue without them, the model of
+the given generation config (its `engine` section, served by the generator's own engine layer) writes:
+  - a preference summary, from the persona's reviews (or, without a persona, from what the user says);
+  - target attributes, from what the user asks for in the dialogue (and the ground-truth movie, if known), as
+    `name: value, value` lines. The target title itself is kept out of both: the simulator must not know it.
+All requests run concurrently (up to the config's max_in_flight) and the result is one Parquet file in the
+`messages` format that `interplay train` reads. The dialogues that already had both are copied as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from interplay.generator.prompts import corpus_messages
+from interplay.generator.records import MESSAGE_TYPE
+from interplay.generator.scheduler import EngineDead
+from interplay.generator.seeds import ATTRIBUTES_TYPE, attributes_to_arrow
+from interplay.training.config import FORMATS
+from interplay.training.data import Dialogue, load_dialogues
+from interplay.training.errors import TrainingInputError
+
+HELP = "write preference summaries and target attributes for dialogues without them (e.g. PEARL personas)"
+# Low temperature: a summary should say what the evidence says. Overridable with --set user.sampling.KEY=VALUE.
+SAMPLING = {"temperature": 0.2, "top_p": 0.95, "max_tokens": 160}
+MAX_ATTRIBUTES, MAX_VALUES = 6, 6
+
+SYSTEM = "You write short, factual notes about a person's taste in {item}s. You answer with the notes only."
+SUMMARY_FROM_PERSONA = """\
+Here is what a person wrote about {item}s they have watched:
+
+{evidence}
+
+In two or three sentences, note which {item}s and which kinds of {item}s this person loves and dislikes, and \
+why. Write notes like "Loves ...; dislikes ...". Answer with the notes only."""
+SUMMARY_FROM_TURNS = """\
+Here is what a person said while asking for a {item} recommendation:
+
+{evidence}
+
+In one or two sentences, note what this person likes and dislikes in {item}s. Write notes like \
+"Loves ...; dislikes ...". Answer with the notes only."""
+ATTRIBUTES = """\
+Here is what a person said while asking for a {item} recommendation:
+
+{evidence}
+{target}
+List what they were looking for, one line per attribute, written as `name: value, value`, with names such as \
+genres, mood, era, themes. Do not name any {item} title."""
+
+SCHEMA = pa.schema([
+    pa.field("dialogue_id", pa.string()), pa.field("messages", pa.list_(MESSAGE_TYPE)),
+    pa.field("preference_summary", pa.string()), pa.field("target_attributes", ATTRIBUTES_TYPE),
+    pa.field("ending", pa.string()), pa.field("target_item", pa.string()), pa.field("summary_model", pa.string()),
+])
+_ATTR_LINE = re.compile(r"^\s*(?:[-*\d.)]+\s*)?\**([A-Za-z][A-Za-z /_-]{0,30}?)\**\s*:\s*(.+)$")
+
+
+def _user_lines(d: Dialogue) -> str:
+    return "\n".join(f"- {text}" for speaker, text in d.turns if speaker == "user" and text)
+
+
+def _leaks(text: str, title: str | None) -> bool:
+    return bool(title) and title.lower().strip() in text.lower()
+
+
+def clean_summary(text: str, target: str | None) -> str | None:
+    """The model's summary, without sentences that name the target (the simulator must not know it)."""
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip().replace("\n", " "))
+    kept = " ".join(s for s in sentences if s and not _leaks(s, target)).strip()
+    return kept or None
+
+
+def parse_attributes(text: str, target: str | None) -> dict[str, list[str]] | None:
+    """`name: value, value` lines into attributes; free text becomes {"wants": [text]}; the target is dropped."""
+    attrs: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = _ATTR_LINE.match(line)
+        if not match or len(attrs) >= MAX_ATTRIBUTES:
+            continue
+        values = [v.strip(" .*`\"'") for v in re.split(r"[,;]", match.group(2))]
+        values = [v for v in values if v and v.lower() not in ("none", "n/a", "any") and not _leaks(v, target)]
+        if values:
+            attrs.setdefault(match.group(1).strip().lower(), []).extend(values[:MAX_VALUES])
+    if not attrs:
+        first = next((ln.strip(" -*") for ln in text.splitlines() if ln.strip(" -*")), "")
+        if first and not _leaks(first, target):
+            attrs = {"wants": [first[:300]]}
+    return attrs or None
+
+
+class Summarizer:
+    """Two requests per dialogue on one RoleClient; prompts cut to fit the engine's max_model_len."""
+
+    def __init__(self, client: Any, *, item: str, run_seed: int, max_in_flight: int):
+        self.client, self.item, self.run_seed = client, item, run_seed
+        self.gate = asyncio.Semaphore(max_in_flight)
+        self.failed = 0
+
+    def _prompt(self, template: str, evidence: str, **extra: str) -> list[int] | None:
+        budget = self.client.max_model_len - self.client.max_tokens
+        for _ in range(8):  # long personas (dozens of reviews) are cut until the prompt fits
+            messages = [{"role": "system", "content": SYSTEM.format(item=self.item)},
+                        {"role": "user", "content": template.format(item=self.item, evidence=evidence, **extra)}]
+            ids = self.client.render(messages)
+            if len(ids) <= budget:
+                return ids
+            evidence = evidence[:int(len(evidence) * budget / len(ids) * 0.9)]
+        return None
+
+    async def _ask(self, request_id: str, prompt: list[int] | None, seed: int) -> str | None:
+        if prompt is None:
+            return None
+        async with self.gate:
+            try:
+                completion = await self.client.generate(request_id, prompt, seed)
+            except EngineDead:
+                raise
+            except Exception:  # one failed request costs one field, not the run
+                self.failed += 1
+                return None
+        return completion.text
+
+    async def one(self, index: int, d: Dialogue) -> Dialogue:
+        from interplay.generator.conversation import turn_seed
+
+        turns = _user_lines(d)
+        summary, attrs = d.preference_summary, d.target_attributes
+        tasks = []
+        if summary is None:
+            template, evidence = (SUMMARY_FROM_PERSONA, d.persona) if d.persona else (SUMMARY_FROM_TURNS, turns)
+            tasks.append(self._ask(f"sum-{index}", self._prompt(template, evidence),
+                                   turn_seed(self.run_seed, d.dialogue_id, 0)))
+        if not attrs:
+            target = f"The {self.item} they finally wanted: {d.target_item}.\n" if d.target_item else ""
+            tasks.append(self._ask(f"attr-{index}", self._prompt(ATTRIBUTES, turns, target=target),
+                                   turn_seed(self.run_seed, d.dialogue_id, 1)))
+        answers = list(await asyncio.gather(*tasks))
+        if summary is None:
+            text = answers.pop(0)
+            summary = clean_summary(text, d.target_item) if text else None
+        if not attrs:
+            text = answers.pop(0)
+            attrs = parse_attributes(text, d.target_item) if text else None
+        return Dialogue(d.dialogue_id, d.turns, summary, attrs, d.ending, d.target_item)
+
+
+def write_parquet(path: Path, dialogues: list[Dialogue], model: str) -> None:
+    rows = [{"dialogue_id": d.dialogue_id, "messages": corpus_messages(d.turns),
+             "preference_summary": d.preference_summary,
+             "target_attributes": attributes_to_arrow(d.target_attributes) if d.target_attributes else None,
+             "ending": d.ending, "target_item": d.target_item, "summary_model": model} for d in dialogues]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp, compression="zstd")
+    tmp.replace(path)
+
+
+async def summarize_all(config: Any, dialogues: list[Dialogue], open_engines: Any,
+                        progress: Any = None) -> tuple[list[Dialogue], str, int]:
+    from tqdm import tqdm
+
+    async with open_engines(config) as clients:
+        client = clients["user"]
+        summarizer = Summarizer(client, item=config.conversation.item_noun, run_seed=config.seed,
+                                max_in_flight=config.max_in_flight)
+        bar = tqdm(total=len(dialogues), unit="dlg", file=progress, disable=progress is None)
+
+        async def one(i: int, d: Dialogue) -> Dialogue:
+            result = await summarizer.one(i, d)
+            bar.update(1)
+            return result
+
+        done = await asyncio.gather(*(one(i, d) for i, d in enumerate(dialogues)))
+        bar.close()
+        return list(done), client.model, summarizer.failed
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", nargs="+", required=True, metavar="PATH", help="dialogues (any training format)")
+    parser.add_argument("--format", choices=FORMATS, default="auto", help="data format (default: from content)")
+    parser.add_argument("--config", required=True, help="generation config whose engine writes the summaries")
+    parser.add_argument("--output", required=True, help="Parquet file to write (the `messages` format)")
+    parser.add_argument("--limit", type=int, help="only the first N dialogues")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a generation config value, e.g. --set user.sampling.max_tokens=200")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--verbose", action="store_true", help="show vLLM's log lines here")
+
+
+def main(args: argparse.Namespace) -> int:
+    from interplay.generator.cli import _engine_logs_to
+    from interplay.generator.config import load_config, parse_override
+    from interplay.generator.engine import check_config, open_engines
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise TrainingInputError(f"{out} already exists; pass --overwrite to replace it")
+    # The base model writes summaries: adapters of the config (trained simulators) are not used.
+    overrides: dict[str, Any] = {"user.adapter": None, "recommender.adapter": None, "user.sampling": dict(SAMPLING)}
+    overrides.update(parse_override(text) for text in args.set)
+    config = load_config(args.config, overrides)
+    check_config(config)
+    dialogues, stats = load_dialogues(args.data, fmt=args.format, outcomes=None, max_dialogues=args.limit,
+                                      keep_persona=True)
+    if not dialogues:
+        raise TrainingInputError(f"no usable dialogues in {', '.join(args.data)} ({stats.num_records} records; "
+                                 f"skipped: {dict(stats.skipped)})")
+    todo = [i for i, d in enumerate(dialogues) if d.preference_summary is None or not d.target_attributes]
+    print(f"interplay: {len(dialogues)} dialogues ({stats.num_records} records, skipped {dict(stats.skipped)}); "
+          f"summarizing {len(todo)}", file=sys.stderr)
+    model, failed = config.engine_args("user")["model"], 0
+    if todo:
+        log = None if args.verbose else out.with_name(out.name + ".engine.log")
+        with _engine_logs_to(log) as (_, err):
+            done, model, failed = asyncio.run(summarize_all(config, [dialogues[i] for i in todo], open_engines,
+                                                            progress=err))
+        for i, d in zip(todo, done):
+            dialogues[i] = d
+    write_parquet(out, dialogues, model)
+    usable = sum(d.preference_summary is not None and bool(d.target_attributes) for d in dialogues)
+    print(f"wrote {out}: {len(dialogues)} dialogues, {usable} with a summary and target attributes"
+          + (f", {failed} failed requests" if failed else ""))
+    return 0
