@@ -6,7 +6,8 @@ zero-latency fake engine of zero_latency.py, so nothing waits for a model.
     python -m benchmarks.orchestration --sizes 1000 --tokenizer simple
 
 Each size runs in a fresh process, so each peak RSS is that run's own. The last stdout line is a JSON object:
-turns/s, dialogues/s and peak RSS per size, and the ratio of the peak RSS of the largest to the smallest size.
+turns/s, dialogues/s, turns per CPU second (the run is one thread, so this is what it does on a core of its own
+however busy the machine is) and peak RSS per size, and the ratio of the peak RSS of the largest to the smallest.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,9 +41,9 @@ def run_orchestration(config: Any, out_dir: str | Path, *, tokenizer: str = "smo
     generation = Generation(config, out_dir, overwrite=True)
     titles = [item.display for item, _ in zip(generation.catalog, range(num_titles))]
     open_engines = zero_latency_open_engines(tok, titles)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     manifest = asyncio.run(generation.run(open_engines))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     turns = sum(c.num_calls for c in open_engines.clients.values())
     totals = manifest["totals"]
     return {
@@ -50,6 +52,10 @@ def run_orchestration(config: Any, out_dir: str | Path, *, tokenizer: str = "smo
         "wall_s": round(wall, 2),
         "turns_per_s": round(turns / wall, 1),
         "dialogues_per_s": round(totals["num_dialogues"] / wall, 1),
+        # The run is one thread: CPU seconds are what it costs on a core of its own, whatever else runs.
+        "cpu_s": round(cpu, 2),
+        "turns_per_cpu_s": round(turns / cpu, 1) if cpu > 0 else None,
+        "load_average_after": round(os.getloadavg()[0], 2),
         "peak_rss_mb": self_peak_rss_mb(),
         "num_shards": len(manifest["shards"]),
         "outcomes": totals["outcomes"],
@@ -81,13 +87,16 @@ def measure(sizes: list[int], *, config_path: str, settings: list[str], tokenize
             if proc.returncode != 0:
                 raise RuntimeError(f"orchestration run of {n} failed:\n{proc.stderr[-3000:]}")
             runs[str(n)] = json.loads(proc.stdout.strip().splitlines()[-1])
-            log(f"  {runs[str(n)]['turns_per_s']:.0f} turns/s, peak RSS {runs[str(n)]['peak_rss_mb']:.0f} MB")
+            r = runs[str(n)]
+            log(f"  {r['turns_per_s']:.0f} turns/s ({r['turns_per_cpu_s']:.0f} per CPU second), "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB")
             shutil.rmtree(work / f"n{n}", ignore_errors=True)
     finally:
         if own_tmp:
             shutil.rmtree(work, ignore_errors=True)
     small, large = runs[str(min(sizes))], runs[str(max(sizes))]
     return {"runs": runs, "turns_per_s": min(r["turns_per_s"] for r in runs.values()),
+            "turns_per_cpu_s": min(r["turns_per_cpu_s"] or 0 for r in runs.values()),
             "peak_rss_ratio_largest_to_smallest": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
             "tokenizer": tokenizer}
 

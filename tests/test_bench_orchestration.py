@@ -45,6 +45,7 @@ def test_run_orchestration_writes_the_corpus_and_reports_figures(tmp_path: Path,
     assert sum(figures["outcomes"].values()) == 40
     assert 40 <= figures["num_turns"] <= 40 * config.conversation.max_turns
     assert figures["turns_per_s"] > 0 and figures["dialogues_per_s"] > 0 and figures["peak_rss_mb"] > 10
+    assert figures["cpu_s"] > 0 and figures["turns_per_cpu_s"] > 0
     assert figures["num_shards"] == 3
     rows = [r for p in sorted(out.glob("shard-*.parquet")) for r in pq.read_table(p).to_pylist()]
     assert sorted(r["conversation_index"] for r in rows) == list(range(40))
@@ -64,5 +65,6 @@ def test_measure_runs_each_size_in_its_own_process(tmp_path: Path, make_config, 
     assert [result["runs"][n]["num_dialogues"] for n in ("12", "30")] == [12, 30]
     assert result["runs"]["30"]["num_shards"] == 3
     assert result["turns_per_s"] == min(r["turns_per_s"] for r in result["runs"].values())
+    assert result["turns_per_cpu_s"] == min(r["turns_per_cpu_s"] for r in result["runs"].values())
     ratio = result["runs"]["30"]["peak_rss_mb"] / result["runs"]["12"]["peak_rss_mb"]
     assert result["peak_rss_ratio_largest_to_smallest"] == round(ratio, 3)

@@ -170,6 +170,14 @@ def test_foreign_adapter_with_wrong_shapes_is_refused(trained, tmp_path: Path):
         merge(str(foreign), str(tmp_path / "m"), base=str(other))
 
 
+def test_show_example_brackets_the_loss_spans(tiny: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["train", "--role", "recommender", "--data", str(DATA), "--output", "unused", "--base-model",
+                 str(tiny), "--show-example"]) == 0
+    out = capsys.readouterr().out
+    assert "<|im_start|>assistant\n[[How about Heat (1995)? A heist thriller with a great cast.<|im_end|>]]" in out
+    assert "[[I'd like" not in out  # the user's turns carry no loss for the recommender
+
+
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     args = ["train", "--role", "recommender", "--data", str(DATA), "--output", str(tmp_path / "o"),
             "--set", "lora.r=4", "--set", "train.max_seq_len=256", "--prompts-from",

@@ -63,8 +63,8 @@ def main(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     data = config.data
-    if not args.overwrite:  # before the data is read, which may take a while
-        check_output(Path(config.output).expanduser(), overwrite=False)
+    if not args.show_example:  # before the data is read, which may take a while
+        check_output(Path(config.output).expanduser(), args.overwrite)
     dialogues, load_stats = load_training_data(data.paths, fmt=data.format, outcomes=data.outcomes,
                                                min_turns=data.min_turns, max_dialogues=data.max_dialogues)
     if args.show_example:

@@ -224,6 +224,8 @@ def main(args: argparse.Namespace) -> int:
     model, failed = config.engine_args("user")["model"], 0
     if todo:
         log = None if args.verbose else out.with_name(out.name + ".engine.log")
+        if log is not None:
+            print(f"interplay: starting vLLM (its log: {log})", file=sys.stderr)
         with _engine_logs_to(log) as (_, err):
             done, model, failed = asyncio.run(summarize_all(config, [dialogues[i] for i in todo], open_engines,
                                                             progress=err))
