@@ -57,6 +57,7 @@ def test_parse_attributes():
     assert parse_attributes("1. Genres: Horror.\n* Era: 1980s", None) == {"genres": ["Horror"], "era": ["1980s"]}
     # free text is still usable conditioning; the target never gets in
     assert parse_attributes("Something scary and fun", None) == {"wants": ["Something scary and fun"]}
+    assert parse_attributes("Here is what they want:\nSomething scary", None) == {"wants": ["Something scary"]}
     assert parse_attributes("like: Prisoners, Se7en", "Prisoners") == {"like": ["Se7en"]}
     assert parse_attributes("Prisoners", "prisoners") is None
     assert parse_attributes("", None) is None

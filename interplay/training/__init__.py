@@ -5,10 +5,12 @@
     interplay train --role recommender --data pearl/train.json --output out/adapters/recommender
     interplay merge --adapter out/adapters/recommender --output out/merged/recommender
 
-Modules: data.py reads dialogue corpora (this project's Parquet corpora, PEARL-format JSON, plain JSONL/Parquet of
-messages) and counts what it skips; examples.py renders one role's view of a dialogue with the generator's own
-prompt code and chat template and masks the loss to that role's turns; trainer.py is the only module that imports
-the training stack (torch, transformers, peft); merge.py writes full weights; summarize.py fills in preference
-summaries and target attributes through the generator's engine layer. The subcommand modules (cli.py, merge.py,
-summarize.py) import nothing heavy at import time, so `interplay --help` stays fast.
+Modules: config.py (the training config), readers.py + data.py (this project's Parquet corpora, PEARL-format
+JSON, plain JSONL/Parquet of messages, read into one Dialogue type, bad records counted by reason), examples.py
+(one role's view of a dialogue rendered with the generator's own prompt code and chat template, the loss masked to
+that role's turns), trainer.py (the training stack: torch, transformers' Trainer, peft; merge.py and
+examples.py import transformers only inside functions), curve.py (loss.json + loss.png), adapters.py (the base model fingerprint an adapter is checked against),
+merge.py (full weights), summarize.py (preference summaries and target attributes through the generator's engine
+layer). The subcommand modules (cli.py for `train`, merge.py, summarize.py) import nothing heavy at import time,
+so `interplay --help` stays fast.
 """

@@ -95,7 +95,9 @@ def parse_attributes(text: str, target: str | None) -> dict[str, list[str]] | No
         if values:
             attrs.setdefault(match.group(1).strip().lower(), []).extend(values[:MAX_VALUES])
     if not attrs:
-        first = next((ln.strip(" -*") for ln in text.splitlines() if ln.strip(" -*")), "")
+        # a line that ends with a colon is a preamble ("Here is the list:"), not an answer
+        first = next((ln.strip(" -*") for ln in text.splitlines()
+                      if ln.strip(" -*") and not ln.rstrip().endswith(":")), "")
         if first and not _leaks(first, target):
             attrs = {"wants": [first[:300]]}
     return attrs or None
