@@ -128,26 +128,26 @@ class Bench:
         shutil.rmtree(path, ignore_errors=True)
         return path
 
-    async def interleaved(self, clients: dict[str, Any], name: str, num: int, max_in_flight: int) -> dict[str, Any]:
+    async def interleaved(self, clients: dict[str, Any], name: str, num: int, max_in_flight: int,
+                          config: Any = None) -> dict[str, Any]:
         from benchmarks.interleaved import run_interleaved
         from benchmarks.replay import reset_prefix_caches
 
         await reset_prefix_caches(clients)
+        cfg = with_run(config or self.config, num_dialogues=num, max_in_flight=max_in_flight)
         with RssSampler() as rss:
-            wall, requests, _ = await run_interleaved(with_run(self.config, num_dialogues=num,
-                                                               max_in_flight=max_in_flight), clients,
-                                                      self.corpus_dir(name))
+            wall, requests, _ = await run_interleaved(cfg, clients, self.corpus_dir(name))
         result = with_cpu({"max_in_flight": max_in_flight, **figures(requests, wall, num), **rss.figures()})
         result["_requests"] = requests
         return result
 
-    async def warmup(self, clients: dict[str, Any], name: str) -> None:
+    async def warmup(self, clients: dict[str, Any], name: str, config: Any = None) -> None:
         from benchmarks.interleaved import run_interleaved
 
         n = self.args.warmup
         if n > 0:
             started = time.perf_counter()
-            await run_interleaved(with_run(self.config, num_dialogues=n, max_in_flight=n), clients,
+            await run_interleaved(with_run(config or self.config, num_dialogues=n, max_in_flight=n), clients,
                                   self.corpus_dir(f"warmup-{name}"))
             log(f"  warm-up: {n} dialogues in {time.perf_counter() - started:.1f} s")
 
@@ -268,8 +268,8 @@ class Bench:
                 async with open_engines(cfg) as opened:
                     self.out["topologies"].setdefault(name, {})["startup_s"] = round(time.perf_counter() - started, 1)
                     log(f"  engines up in {time.perf_counter() - started:.1f} s")
-                    await self.warmup(opened, name)
-                    result = await self.interleaved(opened, f"topology-{name}", num, mif)
+                    await self.warmup(opened, name, cfg)
+                    result = await self.interleaved(opened, f"topology-{name}", num, mif, cfg)
             else:
                 result = await self.interleaved(clients, f"topology-{name}", num, mif)
             result.pop("_requests")
