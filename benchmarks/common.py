@@ -184,8 +184,8 @@ class RecordingClient:
         self.role, self.max_model_len, self.max_tokens = inner.role, inner.max_model_len, inner.max_tokens
         self.model = getattr(inner, "model", None)
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.inner.render(messages)
+    def render(self, messages: list[dict[str, str]], cache: Any = None) -> list[int]:
+        return self.inner.render(messages, cache)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
         req = self.log.submitted(self.role, prompt_token_ids, seed)

@@ -20,6 +20,7 @@ from interplay.generator.conversation import Conversation, Outcome, turn_seed
 from interplay.generator.parsing import ReplyParser
 from interplay.generator.plan import iter_plan
 from interplay.generator.records import RoleInfo, to_record
+from interplay.generator.rendering import PromptCache
 from interplay.generator.run import prompt_messages, resolve_seeds
 from interplay.generator.scheduler import EngineDead
 from interplay.generator.seeds import scan_seeds
@@ -52,7 +53,7 @@ async def run_waves(config: GenerateConfig, clients: dict[str, Any], out_dir: st
         for conv in active:
             role = conv.next_role
             client = clients[role]
-            prompt = client.render(messages(conv, role))
+            prompt = client.render(messages(conv, role), conv.prompt_caches.setdefault(role, PromptCache()))
             if len(prompt) + client.max_tokens > client.max_model_len:
                 conv.finish(Outcome.CONTEXT_LIMIT, f"{role} prompt of {len(prompt)} tokens does not fit")
                 continue

@@ -7,9 +7,9 @@ words naming one to three titles from the run's own catalog as "Title (Year)", s
 index. A reply is picked from the per-request seed, so the runs are deterministic. Token counts of the replies
 are computed once with the same tokenizer.
 
-Rendering is the engine layer's RoleClient.render (interplay/generator/engine.py), the same call on the same
-SmolLM2 tokenizer, loaded with transformers rather than through a vLLM engine (tokenizer="smollm2"), or a cheap
-word-hash stand-in for tests (tokenizer="simple").
+Rendering is the engine layer's: the same PromptRenderer (interplay/generator/rendering.py) on the same SmolLM2
+tokenizer, loaded with transformers rather than through a vLLM engine (tokenizer="smollm2"), or a cheap word-hash
+stand-in for tests (tokenizer="simple").
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from interplay.generator.conversation import Completion
+from interplay.generator.rendering import PromptCache, PromptRenderer
 
 USER_LINES = (
     "Hi.",
@@ -59,7 +60,7 @@ RECOMMENDER_LINES = (
 class SimpleTokenizer:
     """Word hashes: three tokens of template per message, one per word (no transformers needed)."""
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
+    def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
         ids: list[int] = []
         for m in messages:
             ids += [1, 2 + len(m["role"]), 3]
@@ -71,16 +72,16 @@ class SimpleTokenizer:
 
 
 class HFTokenizer:
-    """The serving tokenizer's chat template, called exactly as engine.RoleClient.render calls it."""
+    """The serving tokenizer behind the engine layer's own PromptRenderer."""
 
     def __init__(self, path: str):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.renderer = PromptRenderer(self.tokenizer)
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
-        return list(self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+    def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
+        return self.renderer.render(messages, cache)
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False)) + 1  # + the end-of-turn token
@@ -116,8 +117,8 @@ class ZeroLatencyClient:
         self.max_model_len, self.max_tokens, self.model = max_model_len, max_tokens, model
         self.num_calls = 0
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.tokenizer.render(messages)
+    def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
+        return self.tokenizer.render(messages, cache)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
         await asyncio.sleep(0)

@@ -133,7 +133,7 @@ class FakeClient:
 
     # -- RoleClient -------------------------------------------------------------------------------------------
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
+    def render(self, messages: list[dict[str, str]], cache: Any = None) -> list[int]:
         """Three tokens of chat template per message plus one per whitespace-separated word."""
         ids: list[int] = []
         for m in messages:

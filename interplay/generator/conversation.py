@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from interplay.generator.catalog import Catalog
 from interplay.generator.parsing import ReplyParser
+from interplay.generator.rendering import PromptCache
 from interplay.generator.seeds import Seed
 
 
@@ -64,6 +65,7 @@ class Conversation:
     outcome: Outcome | None = None
     error: str | None = None
     accepted_item_id: str | None = None
+    prompt_caches: dict[str, PromptCache] = field(default_factory=dict)  # by role, while in flight
 
     @property
     def next_role(self) -> str:

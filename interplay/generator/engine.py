@@ -5,7 +5,8 @@ Topologies:
   separate  one AsyncLLM per role, started one after the other, each with its own engine arguments (memory
             split via gpu_memory_utilization / kv_cache_memory_bytes)
 
-Each role is served through a RoleClient: render chat messages to token ids with the serving tokenizer, and
+Each role is served through a RoleClient: render chat messages to token ids with the serving tokenizer
+(incrementally, see rendering.py), and
 generate one turn with a per-request seed. Prompts go in as token ids, so what we count is what vLLM sees.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from interplay.generator.config import ROLES, ConfigError, GenerateConfig
 from interplay.generator.conversation import Completion
+from interplay.generator.rendering import PromptCache, PromptRenderer
 from interplay.generator.scheduler import EngineDead
 
 
@@ -81,15 +83,14 @@ class RoleClient:
 
         self.role, self.model, self.adapter, self.sampling = role, model, adapter, sampling
         self._engine = engine
-        self._tokenizer = engine.get_tokenizer()
+        self._renderer = PromptRenderer(engine.get_tokenizer())
         self._lora = LoRARequest(f"{role}-adapter", lora_id, adapter) if adapter else None
         self._params = SamplingParams(**sampling, output_kind=RequestOutputKind.FINAL_ONLY)
         self.max_model_len: int = engine.model_config.max_model_len
         self.max_tokens: int = self._params.max_tokens or 16
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
-        return list(self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+    def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
+        return self._renderer.render(messages, cache)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
         from vllm.v1.engine.exceptions import EngineDeadError

@@ -17,6 +17,7 @@ from typing import Protocol
 from interplay.generator.catalog import Catalog
 from interplay.generator.conversation import Completion, Conversation, Outcome, turn_seed
 from interplay.generator.parsing import ReplyParser
+from interplay.generator.rendering import PromptCache
 
 
 class EngineDead(RuntimeError):
@@ -28,7 +29,7 @@ class RoleClient(Protocol):
     max_model_len: int  # tokens, prompt + output
     max_tokens: int     # output tokens of one turn
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]: ...
+    def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]: ...
 
     async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion: ...
 
@@ -83,6 +84,7 @@ class Scheduler:
                     await self.step(conv)
             finally:
                 self.stats.num_in_flight -= 1
+                conv.prompt_caches.clear()  # only in-flight conversations hold prompt ids
             self.stats.num_finished += 1
             self.stats.by_outcome[conv.outcome.value] = self.stats.by_outcome.get(conv.outcome.value, 0) + 1
             self.on_finished(conv)
@@ -91,7 +93,7 @@ class Scheduler:
         """Run the conversation's next turn."""
         role = conv.next_role
         client = self.clients[role]
-        prompt = client.render(self.messages(conv, role))
+        prompt = client.render(self.messages(conv, role), conv.prompt_caches.setdefault(role, PromptCache()))
         if len(prompt) + client.max_tokens > client.max_model_len:
             conv.finish(Outcome.CONTEXT_LIMIT, f"{role} prompt of {len(prompt)} tokens + max_tokens "
                                                f"{client.max_tokens} > max_model_len {client.max_model_len}")

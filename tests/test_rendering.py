@@ -1,0 +1,128 @@
+"""Tests for interplay.generator.rendering: incremental prompt tokenisation gives, turn after turn, exactly the ids
+of a full encode, with the tiny tokenizer built here (always) and SmolLM2's (when `interplay prepare` has run);
+and a tokenizer for which the split does not hold is detected and encoded in full."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from fixtures.training.tiny import build_tokenizer
+from interplay.generator.rendering import PromptCache, PromptRenderer
+from interplay.prepare import default_model_dir
+
+PIECES = ["héllo", "wörld", "映画", "café", "Heat (1995)", "the", "\n", "  ", "\t", "<|im_end|>", "<|im_start|>",
+          "end.", "'", '"', "1999", "[ACCEPT]", "🎬", ""]
+
+
+@pytest.fixture(scope="module", params=["tiny", "smollm2"])
+def tokenizer(request, tmp_path_factory):
+    if request.param == "tiny":
+        return build_tokenizer(tmp_path_factory.mktemp("tok"))
+    if not (default_model_dir() / "tokenizer.json").is_file():
+        pytest.skip("SmolLM2 not prepared (interplay prepare)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(default_model_dir()))
+
+
+def conversations(n: int, turns: int, seed: int = 0):
+    """Message lists as a role sees them turn after turn: a system prompt, then alternating messages with
+    arbitrary text (unicode, whitespace runs, special-token strings inside content)."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        messages = [{"role": "system", "content": "You like " + rng.choice(PIECES)}]
+        history = []
+        for t in range(turns):
+            messages.append({"role": ("user", "assistant")[t % 2],
+                             "content": " ".join(rng.choice(PIECES) for _ in range(rng.randint(0, 25)))})
+            history.append(list(messages))
+        yield history
+
+
+def test_incremental_equals_full_encode_every_turn(tokenizer):
+    renderer = PromptRenderer(tokenizer, num_checked=0)  # no built-in check: this test is the check
+    assert renderer.is_incremental
+    num_advanced = 0
+    for history in conversations(60, 10):
+        cache = PromptCache()
+        for messages in history:
+            assert renderer.render(messages, cache) == renderer.full(messages)
+            num_advanced += len(cache.text) > 0
+    assert renderer.is_incremental
+    assert num_advanced > 500  # the cache really was used, not bypassed
+
+
+def test_cache_holds_a_prefix_cut_before_the_generation_prompt(tokenizer):
+    renderer = PromptRenderer(tokenizer)
+    cache = PromptCache()
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "Hi there."}]
+    ids = renderer.render(messages, cache)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text.startswith(cache.text) and text[len(cache.text):] == "<|im_start|>assistant\n"
+    tail = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    assert ids == cache.ids + tail
+
+
+def test_without_cache_or_when_history_changes_it_encodes_in_full(tokenizer):
+    renderer = PromptRenderer(tokenizer)
+    cache = PromptCache()
+    first = [{"role": "system", "content": "s"}, {"role": "user", "content": "one"}]
+    renderer.render(first, cache)
+    edited = [{"role": "system", "content": "t"}, {"role": "user", "content": "one"}, {"role": "user", "content": "x"}]
+    assert renderer.render(edited, cache) == renderer.full(edited)  # not a continuation: not spliced
+    assert renderer.render(edited) == renderer.full(edited)
+
+
+@dataclass
+class _Encoding:
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+
+
+class _FirstPieceBackend:
+    """Characters, special tokens whole, and the input's first ordinary character marked (+1000), as SentencePiece
+    marks the start of a text: the split encode(A + B) == encode(A) + encode(B) does not hold."""
+    SPECIAL = {"<|im_start|>": 1, "<|im_end|>": 2}
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> _Encoding:
+        ids, offsets, i = [], [], 0
+        while i < len(text):
+            special = next((s for s in self.SPECIAL if text.startswith(s, i)), None)
+            size = len(special) if special else 1
+            first = not special and all(t < 3 for t in ids)
+            ids.append(self.SPECIAL[special] if special else ord(text[i]) + (1000 if first else 0))
+            offsets.append((i, i + size))
+            i += size
+        return _Encoding(ids, offsets)
+
+
+class _FirstPieceTokenizer:
+    is_fast = True
+    all_special_tokens = list(_FirstPieceBackend.SPECIAL)
+
+    def __init__(self):
+        self._tokenizer = _FirstPieceBackend()
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return _FirstPieceBackend.SPECIAL[token]
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize, return_dict=False):
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        text += "<|im_start|>assistant\n" if add_generation_prompt else ""
+        return self._tokenizer.encode(text).ids if tokenize else text
+
+
+def test_a_tokenizer_the_split_does_not_hold_for_is_caught_and_encoded_in_full(caplog):
+    renderer = PromptRenderer(_FirstPieceTokenizer(), num_checked=4)
+    cache = PromptCache()
+    messages = [{"role": "system", "content": "s"}]
+    with caplog.at_level(logging.WARNING, logger="interplay.generator.rendering"):
+        for t in range(6):
+            messages.append({"role": ("user", "assistant")[t % 2], "content": f"turn {t}"})
+            assert renderer.render(messages, cache) == renderer.full(messages)
+    assert not renderer.is_incremental
+    assert sum("disagrees with a full encode" in r.message for r in caplog.records) == 1
