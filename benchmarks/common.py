@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from interplay.generator.conversation import Completion
+from interplay.logs import engine_logs_to
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -227,26 +228,12 @@ def fds_to(path: Path) -> Iterator[None]:
     """Send everything written to fds 1 and 2 (vLLM, its engine-core processes) to `path`, so that this process's
     stdout ends with the JSON line; `log` keeps writing to the terminal."""
     global _STDERR
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    terminal = os.fdopen(os.dup(saved[1]), "w", buffering=1)
-    previous, _STDERR = _STDERR, terminal
-    os.dup2(target, 1)
-    os.dup2(target, 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, target):
-            os.close(fd)
-        _STDERR = previous
-        terminal.close()
+    with engine_logs_to(path) as (_, terminal):
+        previous, _STDERR = _STDERR, terminal
+        try:
+            yield
+        finally:
+            _STDERR = previous
 
 
 def write_results(name: str, payload: dict[str, Any], results_dir: Path = RESULTS) -> Path:

@@ -12,6 +12,7 @@ import pytest
 from interplay.generator.catalog import Catalog, Item
 from interplay.generator.config import GenerateConfig
 from interplay.generator.seeds import Seed, write_seeds
+from interplay.prepare import default_model_dir
 
 CATALOG_ROWS = [
     {"item_id": "m1", "title": "Heat", "year": 1995, "attributes": {"genres": ["Crime", "Thriller"]}},
@@ -87,3 +88,18 @@ def make_config(model_dir: Path, catalog_file: Path, seeds_file: Path) -> Callab
         return GenerateConfig.model_validate(data)
 
     return make
+
+
+@pytest.fixture(scope="module", params=["tiny", "smollm2"])
+def tokenizer(request, tmp_path_factory):
+    """A chat tokenizer with SmolLM2's template: the tiny one built here (always) and SmolLM2's own (when
+    `interplay prepare` has run)."""
+    if request.param == "tiny":
+        from fixtures.training.tiny import build_tokenizer
+
+        return build_tokenizer(tmp_path_factory.mktemp("tok"))
+    if not (default_model_dir() / "tokenizer.json").is_file():
+        pytest.skip("SmolLM2 not prepared (interplay prepare)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(default_model_dir()))

@@ -19,7 +19,6 @@ from interplay.generator.config import ROLES, ConfigError, GenerateConfig, load_
 from interplay.generator.engine import check_config
 
 pytest.importorskip("vllm")  # check_config's own import of vLLM, paid once here
-from vllm.exceptions import VLLMValidationError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -8,25 +8,11 @@ import logging
 import random
 from dataclasses import dataclass
 
-import pytest
 
-from fixtures.training.tiny import build_tokenizer
 from interplay.generator.rendering import PromptCache, PromptRenderer
-from interplay.prepare import default_model_dir
 
 PIECES = ["héllo", "wörld", "映画", "café", "Heat (1995)", "the", "\n", "  ", "\t", "<|im_end|>", "<|im_start|>",
           "end.", "'", '"', "1999", "[ACCEPT]", "🎬", ""]
-
-
-@pytest.fixture(scope="module", params=["tiny", "smollm2"])
-def tokenizer(request, tmp_path_factory):
-    if request.param == "tiny":
-        return build_tokenizer(tmp_path_factory.mktemp("tok"))
-    if not (default_model_dir() / "tokenizer.json").is_file():
-        pytest.skip("SmolLM2 not prepared (interplay prepare)")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(default_model_dir()))
 
 
 def conversations(n: int, turns: int, seed: int = 0):

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.training.tiny import build_tokenizer
 from interplay.generator.config import load_config
 from interplay.generator.conversation import Conversation, Turn
 from interplay.generator.prompts import USER_OPENING, recommender_system_prompt, user_system_prompt
 from interplay.generator.run import prompt_messages
 from interplay.generator.seeds import Seed
-from interplay.prepare import default_model_dir
 from interplay.training.config import PromptSettings
 from interplay.training.data import Dialogue
 from interplay.training.examples import IGNORE, build_example, build_examples, end_of_turn_ids, loss_spans
@@ -30,17 +28,6 @@ TURNS = (("user", "A tense crime movie, please."), ("recommender", "Try Heat (19
          ("user", "Great, The Town it is."))
 DIALOGUE = Dialogue("d1", TURNS, SUMMARY, ATTRS, ending="accept", target_item="m-42")
 PROMPTS = PromptSettings()
-
-
-@pytest.fixture(scope="module", params=["tiny", "smollm2"])
-def tokenizer(request, tmp_path_factory):
-    if request.param == "tiny":
-        return build_tokenizer(tmp_path_factory.mktemp("tok"))
-    if not (default_model_dir() / "tokenizer.json").is_file():
-        pytest.skip("SmolLM2 not prepared (interplay prepare)")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(default_model_dir()))
 
 
 def ids(tokenizer, text: str) -> list[int]:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import signal
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,7 +39,7 @@ from interplay.generator.parsing import ReplyParser
 from interplay.generator.plan import iter_plan
 from interplay.generator.prompts import format_attributes
 from interplay.generator.records import RoleInfo, to_record
-from interplay.generator.run import Generation, OpenEngines
+from interplay.generator.run import Generation, OpenEngines, stop_on_sigint
 from interplay.generator.scheduler import EngineDead, RoleClient
 
 MODE = "single-llm"
@@ -180,6 +178,10 @@ class BaselineGeneration(Generation):
         self.writer.manifest["mode"] = MODE
         self.writer.write_manifest()
 
+    def stop(self) -> None:
+        """Start no new dialogues; the active ones run to their end."""
+        self.is_stopping = True
+
     def corpus_hash(self) -> str:
         return config_hash(self.config)
 
@@ -230,7 +232,7 @@ class BaselineGeneration(Generation):
                         bar.update(1)
 
                 workers = [asyncio.create_task(worker()) for _ in range(cfg.max_in_flight)]
-                with _stop_on_sigint(self):
+                with stop_on_sigint(self):
                     try:
                         await asyncio.gather(*workers)
                     finally:
@@ -241,30 +243,6 @@ class BaselineGeneration(Generation):
             bar.close()
             manifest = self.writer.close(complete=self.num_done == self.num_planned, extra=self._manifest_extra())
         return manifest
-
-
-class _stop_on_sigint:
-    """First Ctrl-C: start no new dialogues, let the active ones finish. Second Ctrl-C: stop at once."""
-
-    def __init__(self, generation: BaselineGeneration):
-        self.generation = generation
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def __enter__(self) -> None:
-        self.task = asyncio.current_task()
-        with suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread: no handler
-            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_sigint)
-            self.loop = asyncio.get_running_loop()
-
-    def _on_sigint(self) -> None:
-        if self.generation.is_stopping:
-            self.task.cancel()
-        else:
-            self.generation.is_stopping = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.loop is not None:
-            self.loop.remove_signal_handler(signal.SIGINT)
 
 
 __all__ = ["BaselineGeneration", "MODE", "apply_dialogue", "baseline_messages", "single_llm_config",

@@ -10,15 +10,13 @@ precomputed in `Catalog.__init__`, so `ground` does dict lookups only.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import unicodedata
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 __all__ = ["Catalog", "CatalogError", "Item", "fix_title", "normalize"]
 
@@ -31,7 +29,7 @@ _JOINERS = frozenset({"", ",", ":", "-", "–", "—"})  # punctuation allowed b
 _TOKEN_RE = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*|&")
 _YEAR = r"(1[89]\d\d|20\d\d)"
 _YEAR_PAREN_RE = re.compile(r"\(\s*" + _YEAR + r"\s*\)")
-_TRAILING_YEAR_RE = re.compile(r"\s*\(\s*" + _YEAR + r"\s*\)\s*$")
+TRAILING_YEAR_RE = re.compile(r"\s*\(\s*" + _YEAR + r"\s*\)\s*$")
 # MovieLens style "Matrix, The" / "Haine, La" / "Armée des ombres, L'".
 _TRAIL_ART_RE = re.compile(r"^(?P<body>.*?\S),\s*(?P<art>the|an?|la|les?|l['’]|il|el|los|las|das|der|die)$", re.I)
 _AKA_RE = re.compile(r"^\s*(?:a\.?\s?k\.?\s?a\.?|aka)\s+", re.IGNORECASE)
@@ -192,20 +190,10 @@ class Catalog:
         whole (missing, unreadable, no item_id/title column, no usable row)
         raises CatalogError.
         """
+        from interplay.generator.catalog_file import read_items  # it imports this module: a cycle at the top
+
         p = Path(path)
-        rows, skipped = _read_rows(p)
-        items = []
-        for row in rows:
-            item_id, title = _clean_str(row.get("item_id")), _clean_str(row.get("title"))
-            if not item_id or not title:
-                reason = "missing item_id" if not item_id else "missing title"
-                skipped[reason] = skipped.get(reason, 0) + 1
-                continue
-            year = _clean_year(row.get("year"))
-            ym = _TRAILING_YEAR_RE.search(title)  # raw MovieLens keeps the year in the title
-            if ym and ym.start() > 0 and year in (None, int(ym.group(1))):
-                title, year = title[: ym.start()], int(ym.group(1))
-            items.append(Item(item_id, fix_title(title), year, _clean_attributes(row.get("attributes"))))
+        items, skipped = read_items(p)
         catalog = cls(items)
         for reason, count in skipped.items():
             catalog.num_skipped[reason] = catalog.num_skipped.get(reason, 0) + count
@@ -277,7 +265,7 @@ class Catalog:
             for m in rx.finditer(text):
                 a, b = m.span(1)
                 if free(*m.span()):
-                    ym = _TRAILING_YEAR_RE.search(text, a, b)
+                    ym = TRAILING_YEAR_RE.search(text, a, b)
                     year = int(ym.group(1)) if ym and ym.start() > a else None
                     i, j = span(a, ym.start() if ym and year is not None else b)
                     take(m.start(), m.end(), self._resolve(_key(norms[i:j]), year))
@@ -337,109 +325,3 @@ class Catalog:
         if best and best[0] + 1 < len(toks) and _is_cap((nxt := toks[best[0] + 1]).group()):
             return None if not text[toks[best[0]].end() : nxt.start()].strip(" \t") else best
         return best
-
-
-# ---------------------------------------------------------------------- loading
-
-
-def _read_rows(p: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Raw rows of a catalog file, plus counts of lines that could not even be parsed."""
-    if not p.is_file():
-        raise CatalogError(f"{p}: {'not a regular file' if p.exists() else 'file not found'}")
-    suffix, skipped, rows = p.suffix.lower(), {}, []
-    if suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq  # noqa: PLC0415 (only parquet catalogs need pyarrow)
-
-            table = pq.read_table(p)
-            columns = [c for c in ("item_id", "title", "year", "attributes") if c in table.column_names]
-            rows = _parquet_rows(table.select(columns), skipped)
-        except Exception as e:  # pyarrow raises many types for corrupt files
-            raise CatalogError(f"{p}: cannot read parquet: {' '.join(str(e).split())}") from e
-        seen: set[str] = set(columns)
-    elif suffix in (".jsonl", ".ndjson"):
-        try:
-            data = p.read_bytes()
-        except OSError as e:
-            raise CatalogError(f"{p}: cannot read file: {e.strerror or e}") from e
-        seen = set()
-        for line in data.splitlines():
-            try:
-                obj = json.loads(line.decode("utf-8").lstrip("\ufeff")) if line.strip() else None
-                reason = None if isinstance(obj, dict) or not line.strip() else "not a json object"
-            except UnicodeDecodeError:
-                reason = "invalid utf-8"
-            except (ValueError, RecursionError):
-                reason = "invalid json"
-            if reason:
-                skipped[reason] = skipped.get(reason, 0) + 1
-            elif isinstance(obj, dict):
-                seen.update(obj)
-                rows.append(obj)
-    else:
-        raise CatalogError(f"{p}: unsupported catalog format {suffix or '(no suffix)'!r}")
-    if rows and (missing := [c for c in ("item_id", "title") if c not in seen]):
-        raise CatalogError(f"{p}: missing required column(s) {', '.join(missing)}")
-    return rows, skipped
-
-
-def _parquet_rows(table: Any, skipped: dict[str, int]) -> list[dict[str, Any]]:
-    """The table's rows; Parquet strings are not checked on write, so a value with invalid UTF-8 costs its row."""
-    try:
-        return table.to_pylist()
-    except UnicodeDecodeError:
-        rows = []
-        for i in range(table.num_rows):
-            try:
-                rows.append(table.slice(i, 1).to_pylist()[0])
-            except UnicodeDecodeError:
-                skipped["invalid utf-8"] = skipped.get("invalid utf-8", 0) + 1
-        return rows
-
-
-def _is_nan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
-
-
-def _clean_str(v: Any) -> str:
-    """item_id / title as text: ints (and floats like 12.0 from a float column) become digits."""
-    if v is None or isinstance(v, bool) or _is_nan(v):
-        return ""
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return " ".join(str(v).split())
-
-
-def _clean_year(v: Any) -> int | None:
-    if isinstance(v, str):
-        try:
-            v = float(v)
-        except ValueError:
-            return None
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-        return int(v)
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _clean_attributes(v: Any) -> dict[str, list[str]]:
-    """str -> list[str] | str, as a dict, its JSON string, or arrow's list-of-pairs forms."""
-    if isinstance(v, (str, bytes)):
-        try:
-            v = json.loads(v)
-        except (ValueError, RecursionError):
-            return {}
-    if isinstance(v, list):  # arrow map: [(k, v)]; seeds.ATTRIBUTES_TYPE: [{"name", "values"}]
-        pairs: dict[Any, Any] = {}
-        for e in v:
-            if isinstance(e, dict) and "name" in e:
-                pairs[e["name"]] = e.get("values")
-            elif isinstance(e, (tuple, list)) and len(e) == 2:
-                pairs[e[0]] = e[1]
-        v = pairs
-    out: dict[str, list[str]] = {}
-    for k, val in (v.items() if isinstance(v, dict) else ()):
-        vals = val if isinstance(val, (list, tuple)) else [val]
-        clean = [str(x) for x in vals if x is not None and not _is_nan(x) and str(x) != ""]
-        if k is not None and clean:
-            out[str(k)] = clean
-    return out

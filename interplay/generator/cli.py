@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from interplay.distributed.partition import Partition
 from interplay.generator.config import ConfigError, load_config, parse_override
 from interplay.generator.scheduler import EngineDead
+from interplay.logs import engine_logs_to
 
 HELP = "generate a corpus (resumes when rerun on the same --output)"
 
@@ -44,34 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, help="Ray workers (default: one per GPU in the cluster)")
     parser.add_argument("--verbose", action="store_true",
                         help="show vLLM's log lines here instead of writing them to OUTPUT/logs/engine.log")
-
-
-@contextlib.contextmanager
-def _engine_logs_to(path: Path | None) -> Iterator[tuple[TextIO, TextIO]]:
-    """Send everything written to fds 1 and 2 (vLLM, its engine-core process, torch) to `path`; yield streams on
-    the original terminal for our own progress bar and summary."""
-    if path is None:
-        yield sys.stdout, sys.stderr
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    out, err = os.fdopen(os.dup(saved[0]), "w", buffering=1), os.fdopen(os.dup(saved[1]), "w", buffering=1)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    try:
-        yield out, err
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, log):
-            os.close(fd)
-        out.close()
-        err.close()
 
 
 def _summary(manifest: dict[str, Any], out_dir: str) -> str:
@@ -116,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"interplay: starting vLLM (its log: {log_path})", file=sys.stderr)
     failure = start_failure = None
     log_start = log_path.stat().st_size if log_path is not None and log_path.is_file() else 0
-    with _engine_logs_to(log_path if generation.num_remaining else None) as (out, err):
+    with engine_logs_to(log_path if generation.num_remaining else None) as (out, err):
         try:
             manifest = asyncio.run(generation.run(open_engines, progress=err))
         except EngineStartError as e:

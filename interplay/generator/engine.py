@@ -72,6 +72,22 @@ def _engine_args(config: GenerateConfig, role: str) -> Any:
     return AsyncEngineArgs(**args)
 
 
+def check_adapter_fits(config: GenerateConfig, role: str, engine: Any) -> None:
+    """An adapter trained by `interplay train` names the base it fits (interplay_base.json); vLLM would load one
+    trained on another vocabulary without a word and serve nonsense, so a mismatch stops the run here."""
+    from interplay.training.adapters import check_adapter  # plain Python: json and hashlib
+    from interplay.training.errors import TrainingInputError
+
+    adapter = getattr(config, role).adapter
+    if not adapter:
+        return
+    try:
+        check_adapter(adapter, config.engine_args(role)["model"], engine.model_config.hf_config.to_dict(),
+                      engine.get_tokenizer())
+    except TrainingInputError as e:
+        raise ConfigError(f"{role}.adapter: {e}") from None
+
+
 class RoleClient:
     """One role's view of an engine: its tokenizer, LoRA adapter and sampling parameters."""
 
@@ -185,6 +201,8 @@ async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, RoleCl
                     by_role[role] = start(role, f"the {role} engine")
                     engines.append(by_role[role])
         watchdog = DieWithUs()
+        for role in ROLES:
+            check_adapter_fits(config, role, by_role[role])
         yield {role: RoleClient(role, by_role[role], config.engine_args(role)["model"],
                                 getattr(config, role).adapter, lora_id, config.sampling(role))
                for lora_id, role in enumerate(ROLES, start=1)}

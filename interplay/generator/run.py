@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from tqdm import tqdm
 
@@ -147,7 +147,7 @@ class Generation:
                 plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
                                  done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,
                                  owns=self._owns, known_items=self.catalog)
-                with _stop_on_sigint(scheduler):
+                with stop_on_sigint(scheduler):
                     await scheduler.run(plan)
         finally:
             bar.close()
@@ -157,11 +157,17 @@ class Generation:
         return manifest
 
 
-class _stop_on_sigint:
+class Stoppable(Protocol):
+    is_stopping: bool
+
+    def stop(self) -> None: ...
+
+
+class stop_on_sigint:
     """First Ctrl-C: start no new conversations and let active ones finish. Second Ctrl-C: stop at once."""
 
-    def __init__(self, scheduler: Scheduler):
-        self.scheduler = scheduler
+    def __init__(self, target: Stoppable):
+        self.target = target
 
     def __enter__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -172,10 +178,10 @@ class _stop_on_sigint:
             self.loop = None
 
     def _on_sigint(self) -> None:
-        if self.scheduler.is_stopping:
+        if self.target.is_stopping:
             self.task.cancel()
         else:
-            self.scheduler.stop()
+            self.target.stop()
 
     def __exit__(self, *exc: object) -> None:
         if self.loop is not None:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from interplay.generator.records import ROLES, SCHEMA, add_stats, empty_stats, merge_stats
 from interplay.generator.storage import Storage

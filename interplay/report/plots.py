@@ -48,41 +48,39 @@ def _lengths(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
 
 
 def _outcomes(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
-    plt = _pyplot()
     names = sorted({o for c in corpora for o in c["metrics"]["outcomes"]})
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(corpora)
-    for k, c in enumerate(corpora):
-        shares = [(c["metrics"]["outcomes"].get(o) or {}).get("share") or 0 for o in names]
-        ax.bar([i + k * width for i in range(len(names))], shares, width=width, label=c["label"])
-    ax.set_xticks([i + width * (len(corpora) - 1) / 2 for i in range(len(names))], names)
-    ax.set_ylabel("share of dialogues")
-    ax.set_title("outcomes")
-    ax.legend()
-    fig.tight_layout()
-    path = out_dir / "outcomes.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    values = [[(c["metrics"]["outcomes"].get(o) or {}).get("share") or 0 for o in names] for c in corpora]
+    return _grouped_bars(corpora, names, values, out_dir / "outcomes.png", title="outcomes",
+                         ylabel="share of dialogues", figsize=(8, 4))
 
 
 def _quality(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
-    plt = _pyplot()
     from interplay.report.render import quality_rows
 
     rows = quality_rows([c["metrics"] for c in corpora])
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    values = [[v[k] if v[k] is not None else 0 for _, v in rows] for k in range(len(corpora))]
+    return _grouped_bars(corpora, [n for n, _ in rows], values, out_dir / "quality.png",
+                         title="diversity and task figures (0..1)", figsize=(12, 4.5), ylim=(0, 1), rotation=35)
+
+
+def _grouped_bars(corpora: Sequence[dict[str, Any]], names: Sequence[str], values: Sequence[Sequence[float]],
+                  path: Path, *, title: str, figsize: tuple[float, float], ylabel: str | None = None,
+                  ylim: tuple[float, float] | None = None, rotation: int = 0) -> Path:
+    """One group of bars per name, one bar per corpus (values[k][i]: corpus k, name i)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=figsize)
     width = 0.8 / len(corpora)
     for k, c in enumerate(corpora):
-        values = [v[k] if v[k] is not None else 0 for _, v in rows]
-        ax.bar([i + k * width for i in range(len(rows))], values, width=width, label=c["label"])
-    ax.set_xticks([i + width * (len(corpora) - 1) / 2 for i in range(len(rows))], [n for n, _ in rows],
-                  rotation=35, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_title("diversity and task figures (0..1)")
+        ax.bar([i + k * width for i in range(len(names))], values[k], width=width, label=c["label"])
+    ax.set_xticks([i + width * (len(corpora) - 1) / 2 for i in range(len(names))], list(names),
+                  rotation=rotation, ha="right" if rotation else "center")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    path = out_dir / "quality.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

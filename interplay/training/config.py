@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from interplay.generator.config import format_validation_error
+from interplay.generator.config import format_validation_error, set_dotted
 from interplay.training.errors import TrainingInputError
 
 FORMATS = ("auto", "corpus", "pearl", "messages")
@@ -110,16 +110,6 @@ class TrainConfig(_Strict):
         expanded = os.path.expanduser(os.path.expandvars(self.base_model))
         return expanded if self.base_model.startswith(("/", ".", "~", "$")) or os.path.exists(expanded) \
             else self.base_model
-
-
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise TrainingInputError(f"--set {dotted}: {key} is not a section")
-    node[leaf] = value
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:

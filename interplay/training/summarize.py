@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from interplay.generator.prompts import corpus_messages
+from interplay.logs import engine_logs_to
 from interplay.generator.records import MESSAGE_TYPE
 from interplay.generator.scheduler import EngineDead
 from interplay.generator.seeds import ATTRIBUTES_TYPE, attributes_to_arrow
@@ -203,7 +204,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from interplay.generator.cli import _engine_logs_to
     from interplay.generator.config import load_config, parse_override
     from interplay.generator.engine import check_config, open_engines
 
@@ -228,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
         log = None if args.verbose else out.with_name(out.name + ".engine.log")
         if log is not None:
             print(f"interplay: starting vLLM (its log: {log})", file=sys.stderr)
-        with _engine_logs_to(log) as (_, err):
+        with engine_logs_to(log) as (_, err):
             done, model, failed = asyncio.run(summarize_all(config, [dialogues[i] for i in todo], open_engines,
                                                             progress=err))
         for i, d in zip(todo, done):
