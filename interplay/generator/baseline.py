@@ -29,7 +29,6 @@ import re
 from pathlib import Path
 from typing import Any, TextIO
 
-from tqdm import tqdm
 
 from interplay.distributed.partition import Partition
 from interplay.generator.catalog import Catalog
@@ -209,8 +208,7 @@ class BaselineGeneration(Generation):
         if self.num_remaining == 0:
             return self.writer.close(complete=True, extra=self._manifest_extra())
         cfg = self.config
-        bar = tqdm(total=self.num_planned, initial=self.num_already_done, unit="dlg", file=progress,
-                   disable=progress is None, dynamic_ncols=True, smoothing=0.1)
+        bar = self.progress_bar(progress)
         try:
             async with open_engines(self.llm_config) as clients:
                 client = clients["recommender"]

@@ -118,13 +118,17 @@ class Generation:
                             "skipped": self.catalog.num_skipped,
                             "duplicate_titles": self.catalog.num_duplicate_titles}}
 
+    def progress_bar(self, progress: TextIO | None) -> tqdm:
+        """Dialogues done of those planned, on the terminal stream `progress` (no bar if None)."""
+        return tqdm(total=self.num_planned, initial=self.num_already_done, unit="dlg", file=progress,
+                    disable=progress is None, dynamic_ncols=True, smoothing=0.1)
+
     async def run(self, open_engines: OpenEngines, *, progress: TextIO | None = None) -> dict[str, Any]:
         """Generate the remaining conversations; returns the manifest. Interrupted runs write what is done."""
         if self.num_remaining == 0:
             return self.writer.close(complete=True, extra=self._manifest_extra())
         cfg = self.config
-        bar = tqdm(total=self.num_planned, initial=self.num_already_done, unit="dlg", file=progress,
-                   disable=progress is None, dynamic_ncols=True, smoothing=0.1)
+        bar = self.progress_bar(progress)
         started = time.time()
         try:
             async with open_engines(cfg) as clients:
