@@ -147,6 +147,8 @@ def test_ray_workers_match_one_process_and_survive_a_killed_worker(tmp_path: Pat
     assert sorted(r["conversation_id"] for r in got) == sorted(r["conversation_id"] for r in rows(tmp_path / "single"))
     assert len(got) == 40  # exactly once, though one worker died mid-run and was restarted
     assert json.loads((out / "manifest.json").read_text())["totals"]["num_dialogues"] == 40
+    for tag in ("p000of002", "p001of002"):  # each worker's engine output is in its partition's log, not Ray's
+        assert "fake engine started in process" in (out / "logs" / f"engine-{tag}.log").read_text()
 
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from interplay.distributed.partition import Partition
 from interplay.distributed.status import report
+from interplay.logs import engine_logs_to
 
 # Engines are built from a "module:function" path, so that a worker process imports them itself.
 DEFAULT_ENGINES = "interplay.generator.engine:open_engines"
@@ -42,7 +43,10 @@ class PartitionWorker:
         self.engines = engines
 
     async def run(self) -> dict[str, Any]:
-        manifest = await self.generation.run(_load(self.engines))
+        # vLLM writes to this process's fds 1 and 2 (and its engine processes inherit them): into the partition's
+        # log file beside the corpus, as a single-process run does, rather than Ray's worker log.
+        with engine_logs_to(self.generation.engine_log_path()):
+            manifest = await self.generation.run(_load(self.engines))
         return {"status": manifest["status"], "num_dialogues": manifest["totals"]["num_dialogues"]}
 
     async def progress(self) -> dict[str, int]:

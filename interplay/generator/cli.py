@@ -78,10 +78,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"interplay: {generation.num_already_done} of {config.num_dialogues} dialogues already in "
           f"{args.output}; generating {generation.num_remaining} ({generation.scan.num_valid} usable seeds"
           + (f", skipped {generation.scan.skipped}" if generation.scan.skipped else "") + ")", file=sys.stderr)
-    log_name = f"engine-{partition.tag}.log" if partition else "engine.log"
-    # Logs stay on this machine: beside the corpus when it is local, else in ./interplay-logs.
-    local_out = generation.writer.storage.local_path()
-    log_path = None if args.verbose else (local_out / "logs" if local_out else Path("interplay-logs")) / log_name
+    log_path = None if args.verbose else generation.engine_log_path()
     if log_path is not None and generation.num_remaining:
         print(f"interplay: starting vLLM (its log: {log_path})", file=sys.stderr)
     failure = start_failure = None
@@ -157,7 +154,9 @@ def _run_on_ray(config, args: argparse.Namespace) -> int:
 
     if args.partition_index is not None or getattr(args, "baseline", None):
         raise ConfigError("--ray: runs every partition itself; drop --partition-index / --baseline")
-    print(f"interplay: starting Ray ({args.address or 'local cluster'})", file=sys.stderr)
+    print(f"interplay: starting Ray ({args.address or 'local cluster'}); each worker's vLLM log: "
+          f"{args.output}/logs/engine-p*.log, or ./interplay-logs/ on its node when the output is a URI",
+          file=sys.stderr)
     complete, table = run_on_ray(config, args.output, num_workers=args.num_workers, address=args.address,
                                  progress=sys.stderr)
     print(table)

@@ -118,6 +118,13 @@ class Generation:
                             "skipped": self.catalog.num_skipped,
                             "duplicate_titles": self.catalog.num_duplicate_titles}}
 
+    def engine_log_path(self) -> Path:
+        """Where vLLM's own output goes. Logs stay on this machine: beside the corpus when it is local, else in
+        ./interplay-logs; one file per partition."""
+        local_out = self.writer.storage.local_path()
+        name = f"engine-{self.partition.tag}.log" if self.partition else "engine.log"
+        return (local_out / "logs" if local_out else Path("interplay-logs")) / name
+
     def progress_bar(self, progress: TextIO | None) -> tqdm:
         """Dialogues done of those planned, on the terminal stream `progress` (no bar if None)."""
         return tqdm(total=self.num_planned, initial=self.num_already_done, unit="dlg", file=progress,
