@@ -73,6 +73,8 @@ def run_on_ray(config: Any, out_dir: str | Path, *, num_workers: int | None = No
     worker_cls = ray.remote(num_gpus=gpus_per_worker, num_cpus=0 if gpus_per_worker else 1,
                             max_restarts=-1, max_task_retries=-1)(PartitionWorker)
     data = config.model_dump(mode="json")
+    if not gpus_per_worker and num_workers > 1:
+        data["cpu_threads"] = "vllm"  # CPU workers share this machine's cores: "all" would give each all of them
     workers = [worker_cls.remote(data, str(out_dir), Partition(i, num_workers), engines)
                for i in range(num_workers)]
     refs = [w.run.remote() for w in workers]

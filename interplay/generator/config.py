@@ -9,6 +9,7 @@
     max_in_flight: 64
     dialogues_per_shard: 100
     num_dialogues: 200
+    cpu_threads: vllm             # CPU engines: vllm's thread binding (one core kept free), or all cores
 
 Engine and sampling keys are checked against vLLM's own AsyncEngineArgs / SamplingParams by the engine layer,
 so every vLLM option works without being re-declared here.
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ROLES = ("user", "recommender")
 # Keys that change how fast a run goes but not which dialogues it produces: excluded from the config hash, so a
 # rerun may change them (and --num-dialogues may grow a corpus).
-RUNTIME_KEYS = ("num_dialogues", "max_in_flight", "dialogues_per_shard")
+RUNTIME_KEYS = ("num_dialogues", "max_in_flight", "dialogues_per_shard", "cpu_threads")
 # vLLM's own default max_tokens is 16, far too short for a turn.
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 128}
 
@@ -122,6 +123,10 @@ class GenerateConfig(_Strict):
     num_dialogues: int = Field(200, ge=1, description="the first N conversations of the run's order")
     max_in_flight: int = Field(64, ge=1, description="conversations active at once")
     dialogues_per_shard: int = Field(100, ge=1, description="rows per Parquet shard")
+    cpu_threads: Literal["vllm", "all"] = Field(
+        "vllm", description="CPU engines only. vllm: vLLM's own thread binding, which keeps one core free for its "
+                            "scheduler process; all: the engine's threads use every core this process may run on "
+                            "(split between the two engines of topology: separate)")
 
     @model_validator(mode="after")
     def _engines(self) -> GenerateConfig:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from interplay.generator.config import ROLES, ConfigError, GenerateConfig
@@ -56,6 +57,41 @@ def check_config(config: GenerateConfig) -> None:
             SamplingParams(**sampling)
         except Exception as e:  # vLLM raises its own VLLMValidationError for bad values
             raise ConfigError(f"{role}.sampling: {e}") from None
+
+
+BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+def cpu_thread_binds(config: GenerateConfig, cpus: list[int]) -> dict[str, str]:
+    """VLLM_CPU_OMP_THREADS_BIND for each role's engine under `cpu_threads: all`, from the cores this process may
+    use; empty when vLLM keeps its own binding (cpu_threads: vllm, or the variable is already set).
+
+    vLLM's own binding keeps a core free for its scheduler process: on a 2-core machine that halves the compute
+    (225 instead of 140 output tok/s with SmolLM2, measured here). The scheduler process costs little next to the
+    model, so `all` gives the model every core; two engines (topology: separate) get half each, not the same ones.
+    """
+    if config.cpu_threads != "all" or BIND_ENV in os.environ or not cpus:
+        return {}
+    if config.topology == "shared":
+        return {role: ",".join(map(str, cpus)) for role in ROLES}
+    half = max(1, len(cpus) // 2)
+    parts = {"user": cpus[:half], "recommender": cpus[half:] or cpus[:half]}
+    return {role: ",".join(map(str, part)) for role, part in parts.items()}
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables while vLLM starts an engine (its processes read them when they start)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _engine_args(config: GenerateConfig, role: str) -> Any:
@@ -180,11 +216,15 @@ class DieWithUs:
 @contextlib.asynccontextmanager
 async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, RoleClient]]:
     """Start the engines of the configured topology; shut them down however the block ends."""
+    from vllm.platforms import current_platform
     from vllm.v1.engine.async_llm import AsyncLLM
+
+    binds = cpu_thread_binds(config, sorted(os.sched_getaffinity(0))) if current_platform.is_cpu() else {}
 
     def start(role: str, name: str) -> Any:
         try:
-            return AsyncLLM.from_engine_args(_engine_args(config, role))
+            with _environ({BIND_ENV: binds[role]} if role in binds else {}):
+                return AsyncLLM.from_engine_args(_engine_args(config, role))
         except Exception as e:  # vLLM raises RuntimeError, ValueError, ... and logs the cause in the engine core
             raise EngineStartError(f"vLLM could not start {name}: {' '.join(str(e).split())}") from e
 
