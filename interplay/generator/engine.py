@@ -6,8 +6,8 @@ Topologies:
             split via gpu_memory_utilization / kv_cache_memory_bytes)
 
 Each role is served through a RoleClient: render chat messages to token ids with the serving tokenizer
-(incrementally, see rendering.py), and
-generate one turn with a per-request seed. Prompts go in as token ids, so what we count is what vLLM sees.
+(tokenising only what a turn added, see rendering.py), and generate one turn with a per-request seed. Prompts
+go in as token ids, so what we count is what vLLM sees.
 """
 
 from __future__ import annotations
