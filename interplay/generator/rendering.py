@@ -52,7 +52,8 @@ class PromptRenderer:
             return self.full(messages)
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         start = len(cache.text) if cache.text and text.startswith(cache.text) else 0
-        encoding = self._backend.encode(text[start:], add_special_tokens=False)
+        tail = text[start:]
+        encoding = self._backend.encode(tail, add_special_tokens=False)
         base = cache.ids if start else []
         ids = base + encoding.ids
         if self.num_checked > 0:
@@ -63,13 +64,14 @@ class PromptRenderer:
                 log.warning("incremental prompt tokenisation disagrees with a full encode for this tokenizer; "
                             "encoding every prompt in full from now on")
                 return reference
-        self._advance(cache, text, start, ids, len(base), encoding.offsets)
+        self._advance(cache, text, tail, ids, len(base), encoding.offsets)
         return ids
 
-    def _advance(self, cache: PromptCache, text: str, start: int, ids: list[int], num_base: int,
+    def _advance(self, cache: PromptCache, text: str, tail: str, ids: list[int], num_base: int,
                  offsets: list[tuple[int, int]]) -> None:
-        """Move the cache's cut to the start of the last special token past `start` in `text`."""
-        tail = text[start:]
+        """Move the cache's cut to the start of the last special token in `tail`, the part of `text` just encoded
+        (`offsets` are that encoding's, relative to `tail`)."""
+        start = len(text) - len(tail)
         cut, token = max((tail.rfind(t), t) for t in self._specials)
         if cut <= 0:
             return  # no special token past the old cut: the old cut stays valid
