@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from interplay.generator.conversation import Completion
+from interplay.generator.dialogue.conversation import Completion
 from interplay.logs import engine_logs_to
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ def opened(clients: dict[str, Any]) -> Any:
 async def run_interleaved(config: GenerateConfig, clients: dict[str, Any],
                           out_dir: str | Path) -> tuple[float, list[Request], dict[str, Any]]:
     """(wall seconds, requests in submission order, manifest) of one run of config.num_dialogues."""
-    from interplay.generator.run import Generation
+    from interplay.generator.runtime.run import Generation
 
     recorded, log = recording(clients)
     generation = Generation(config, out_dir, overwrite=True)  # seeds and catalog read before the clock starts

@@ -35,7 +35,7 @@ DEFAULT_SETTINGS = ("max_in_flight=128", "dialogues_per_shard=1000")
 def run_orchestration(config: Any, out_dir: str | Path, *, tokenizer: str = "smollm2",
                       num_titles: int = 500) -> dict[str, Any]:
     """One run of `config.num_dialogues` dialogues on the zero-latency engine; the figures of that run."""
-    from interplay.generator.run import Generation
+    from interplay.generator.runtime.run import Generation
 
     tok = make_tokenizer(tokenizer, config.engine_args("user")["model"] if tokenizer == "smollm2" else None)
     generation = Generation(config, out_dir, overwrite=True)

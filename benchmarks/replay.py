@@ -6,7 +6,7 @@ no turn dependencies: as soon as one finishes the next is submitted, in (a)'s su
 max_in_flight requests outstanding, the same concurrency as (a). So the engine always has a full batch, and the
 tokens are the same as (a)'s.
 
-This needs the engine under a RoleClient (`_engine`, `_lora`: interplay/generator/engine.py), because a
+This needs the engine under a RoleClient (`_engine`, `_lora`: interplay/generator/runtime/engine.py), because a
 RoleClient's sampling parameters are fixed per role.
 """
 
@@ -26,7 +26,7 @@ def engine_of(client: Any) -> Any:
     try:
         return inner._engine
     except AttributeError:
-        raise RuntimeError("the replay bound needs interplay.generator.engine.RoleClient (its _engine)") from None
+        raise RuntimeError("the replay bound needs interplay.generator.runtime.engine.VllmRoleClient (its _engine)") from None
 
 
 async def reset_prefix_caches(clients: dict[str, Any]) -> None:

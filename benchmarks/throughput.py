@@ -35,8 +35,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, ROOT, RssSampler, figures, fds_to, log, machine, ratio, recording, \
-    write_results
+from benchmarks.common import RESULTS, ROOT, RssSampler, fds_to, figures, log, machine, ratio, recording, write_results
 
 # name -> (environment variable, full default, quick default, help)
 SIZES: dict[str, tuple[str, str, str, str]] = {
@@ -109,7 +108,7 @@ def with_cpu(result: dict[str, Any]) -> dict[str, Any]:
 class Bench:
     def __init__(self, args: argparse.Namespace):
         from interplay.generator.config import load_config, parse_override
-        from interplay.generator.engine import check_config
+        from interplay.generator.runtime.engine import check_config
 
         self.args = args
         self.config = load_config(args.config, dict(parse_override(s) for s in args.set))
@@ -200,7 +199,7 @@ class Bench:
     async def main_engine(self) -> None:
         from benchmarks.replay import reset_prefix_caches
         from benchmarks.sequential import run_sequential
-        from interplay.generator.engine import open_engines
+        from interplay.generator.runtime.engine import open_engines
 
         args, variants = self.args, self.out["variants"]
         n, mif = args.dialogues, args.max_in_flight
@@ -262,7 +261,7 @@ class Bench:
         log(f"topology {name}: {num} dialogues, max_in_flight={mif}")
         try:
             if clients is None:
-                from interplay.generator.engine import open_engines
+                from interplay.generator.runtime.engine import open_engines
 
                 started = time.perf_counter()
                 async with open_engines(cfg) as opened:

@@ -14,17 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interplay.generator.catalog import Catalog
-from interplay.generator.config import ROLES, GenerateConfig
-from interplay.generator.conversation import Conversation, Outcome, turn_seed
-from interplay.generator.parsing import ReplyParser
-from interplay.generator.plan import iter_plan
-from interplay.generator.records import RoleInfo, to_record
-from interplay.generator.rendering import PromptCache
-from interplay.generator.run import prompt_messages, resolve_seeds
-from interplay.generator.scheduler import EngineDead
-from interplay.generator.seeds import scan_seeds
-from interplay.generator.writer import CorpusWriter
+from interplay.common.roles import ROLES
+from interplay.generator.config import GenerateConfig
+from interplay.generator.dialogue.conversation import Conversation, Outcome, turn_seed
+from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.dialogue.rendering import PromptCache
+from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.inputs.seeds import scan_seeds
+from interplay.generator.output.records import RoleInfo, to_record
+from interplay.generator.output.writer import CorpusWriter
+from interplay.generator.runtime.plan import iter_plan
+from interplay.generator.runtime.run import prompt_messages, resolve_seeds
+from interplay.generator.runtime.scheduler import EngineDead
 
 
 async def run_waves(config: GenerateConfig, clients: dict[str, Any], out_dir: str | Path) -> tuple[float, dict]:

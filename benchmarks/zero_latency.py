@@ -7,7 +7,7 @@ words naming one to three titles from the run's own catalog as "Title (Year)", s
 index. A reply is picked from the per-request seed, so the runs are deterministic. Token counts of the replies
 are computed once with the same tokenizer.
 
-Rendering is the engine layer's: the same PromptRenderer (interplay/generator/rendering.py) on the same SmolLM2
+Rendering is the engine layer's: the same PromptRenderer (interplay/generator/dialogue/rendering.py) on the same SmolLM2
 tokenizer, loaded with transformers rather than through a vLLM engine (tokenizer="smollm2"), or a cheap word-hash
 stand-in for tests (tokenizer="simple").
 """
@@ -21,8 +21,8 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from interplay.generator.conversation import Completion
-from interplay.generator.rendering import PromptCache, PromptRenderer
+from interplay.generator.dialogue.conversation import Completion
+from interplay.generator.dialogue.rendering import PromptCache, PromptRenderer
 
 USER_LINES = (
     "Hi.",

@@ -24,7 +24,7 @@ from interplay.errors import INPUT_ERRORS
 # Subcommand -> module. Modules must be cheap to import (no vLLM or torch at module level).
 COMMANDS = {
     "prepare": "interplay.prepare",
-    "generate": "interplay.generator.cli",
+    "generate": "interplay.generate",
     "show": "interplay.show",
     "status": "interplay.distributed.status",
     "report": "interplay.report.cli",

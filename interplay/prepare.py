@@ -68,7 +68,7 @@ def prepare_model(out_dir: Path | None = None) -> Path:
 
 
 def prepare_seeds(out_dir: Path | None = None) -> tuple[Path, Path]:
-    from interplay.generator.movielens import build_movielens
+    from interplay.generator.inputs.movielens import build_movielens
 
     return build_movielens(Path(out_dir or default_movielens_dir()))
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pyarrow.parquet as pq
 
-from interplay.generator.writer import OutputError, read_manifest, shard_files
+from interplay.generator.output.writer import OutputError, read_manifest, shard_files
 
 HELP = "print a few dialogues of a corpus"
 

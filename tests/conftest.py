@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from interplay.generator.catalog import Catalog, Item
 from interplay.generator.config import GenerateConfig
-from interplay.generator.seeds import Seed, write_seeds
+from interplay.generator.inputs.catalog import Catalog, Item
+from interplay.generator.inputs.seeds import Seed, write_seeds
 from interplay.prepare import default_model_dir
 
 CATALOG_ROWS = [

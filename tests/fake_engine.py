@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from interplay.generator.conversation import Completion
-from interplay.generator.scheduler import EngineDead
+from interplay.generator.dialogue.conversation import Completion
+from interplay.generator.runtime.scheduler import EngineDead
 
 # Canned replies of varied lengths. User replies sometimes carry a marker; recommender replies name catalog
 # titles (see CATALOG_ROWS in conftest) or ask a question.
@@ -111,7 +111,7 @@ class EngineLog:
 
 
 class FakeClient:
-    """One role's client of the fake engine (implements interplay.generator.scheduler.RoleClient)."""
+    """One role's client of the fake engine (implements interplay.generator.runtime.scheduler.RoleClient)."""
 
     def __init__(self, role: str, *, max_model_len: int = 2048, max_tokens: int = 64,
                  delay: float | DelayFn = default_delay, fail_on: Predicate | None = None,

@@ -25,12 +25,12 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from fake_engine import fake_open_engines, make_clients
 
+from fake_engine import fake_open_engines, make_clients
 from interplay.generator.config import GenerateConfig
-from interplay.generator.run import Generation
-from interplay.generator.storage import Storage
-from interplay.generator.writer import MANIFEST, SHARD_RE, CorpusWriter
+from interplay.generator.output.storage import Storage
+from interplay.generator.output.writer import MANIFEST, SHARD_RE, CorpusWriter
+from interplay.generator.runtime.run import Generation
 
 POINTS = ("request", "before-shard", "mid-shard-write", "after-shard-rename", "mid-manifest-write",
           "between-shards", "before-final-manifest", "none")

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from fixtures.training.tiny import build_tokenizer
+from interplay.common.adapters import FINGERPRINT_FILE, fingerprint
 from interplay.generator.config import ConfigError
-from interplay.generator.engine import check_adapter_fits
-from interplay.training.adapters import FINGERPRINT_FILE, fingerprint
+from interplay.generator.runtime.engine import check_adapter_fits
 
 MODEL_CONFIG = {"model_type": "llama", "vocab_size": 600, "hidden_size": 32, "num_hidden_layers": 2}
 

@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import CATALOG_ROWS, make_seeds
-from fake_engine import fake_open_engines, make_clients
 
+from fake_engine import fake_open_engines, make_clients
 from interplay.cli import main
-from interplay.generator import engine
+from interplay.generator.runtime import engine
 
 pytest.importorskip("vllm")  # check_config, on the command line's path, reads vLLM's argument classes
 

@@ -8,14 +8,21 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from conftest import make_catalog, make_seeds
-from fake_engine import EngineLog, fake_open_engines, make_clients
 
-from interplay.generator.baseline import (
-    MODE, BaselineGeneration, apply_dialogue, baseline_messages, config_hash, single_llm_config, split_dialogue)
-from interplay.generator.conversation import Completion, Conversation
-from interplay.generator.parsing import ReplyParser
-from interplay.generator.records import SCHEMA
-from interplay.generator.run import Generation
+from fake_engine import EngineLog, fake_open_engines, make_clients
+from interplay.generator.dialogue.conversation import Completion, Conversation
+from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.output.records import SCHEMA
+from interplay.generator.runtime.baseline import (
+    MODE,
+    BaselineGeneration,
+    apply_dialogue,
+    baseline_messages,
+    config_hash,
+    single_llm_config,
+    split_dialogue,
+)
+from interplay.generator.runtime.run import Generation
 
 DIALOGUE = """Sure! Here is the conversation:
 User: Hi, I want a tense crime film from the nineties.

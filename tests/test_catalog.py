@@ -1,4 +1,4 @@
-"""Tests for interplay.generator.catalog: Item, Catalog.load and grounding."""
+"""Tests for interplay.generator.inputs.catalog: Item, Catalog.load and grounding."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interplay.generator.catalog import Catalog, CatalogError, Item, fix_title, normalize
+from interplay.common.titles import fix_title, normalize
+from interplay.generator.inputs.catalog import Catalog, CatalogError, Item
 
 ITEMS = [
     Item("heat", "Heat", 1995, {"genres": ["Action", "Crime"]}),

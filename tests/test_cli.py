@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from interplay.cli import main
-from interplay.generator.conversation import Conversation, Outcome, Turn
-from interplay.generator.records import RoleInfo, to_record
-from interplay.generator.seeds import Seed
-from interplay.generator.writer import CorpusWriter, shard_files
+from interplay.generator.dialogue.conversation import Conversation, Outcome, Turn
+from interplay.generator.inputs.seeds import Seed
+from interplay.generator.output.records import RoleInfo, to_record
+from interplay.generator.output.writer import CorpusWriter, shard_files
 
 ROLES = {"user": RoleInfo("test-model", None, {"temperature": 0.8}),
          "recommender": RoleInfo("test-model", "/adapters/rec", {"temperature": 0.7})}

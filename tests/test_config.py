@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from interplay.cli import main
-from interplay.generator.config import ROLES, ConfigError, GenerateConfig, load_config, parse_override
-from interplay.generator.engine import check_config
+from interplay.common.roles import ROLES
+from interplay.generator.config import ConfigError, GenerateConfig, load_config, parse_override
+from interplay.generator.runtime.engine import check_config
 
 pytest.importorskip("vllm")  # check_config's own import of vLLM, paid once here
 

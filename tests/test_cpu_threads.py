@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interplay.generator.engine import BIND_ENV, cpu_thread_binds
+from interplay.generator.runtime.engine import BIND_ENV, cpu_thread_binds
 
 
 def test_vllm_keeps_its_own_binding(make_config):

@@ -17,10 +17,10 @@ import pytest
 
 from fake_engine import fake_open_engines, make_clients
 from interplay.cli import main
-from interplay.distributed.partition import Partition, partition_of
+from interplay.common.partition import Partition, partition_of
 from interplay.distributed.status import report
-from interplay.generator.run import Generation
-from interplay.generator.writer import OutputError
+from interplay.generator.output.writer import OutputError
+from interplay.generator.runtime.run import Generation
 
 TESTS = Path(__file__).resolve().parent
 

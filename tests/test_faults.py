@@ -25,10 +25,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from fake_engine import EngineLog, fake_open_engines, make_clients
 
+from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.generator.config import GenerateConfig
-from interplay.generator.run import Generation
+from interplay.generator.runtime.run import Generation
 
 RUNNER = Path(__file__).with_name("fault_runner.py")
 NUM, PER_SHARD = 22, 5  # five shards, the last one not full
@@ -179,7 +179,7 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path: Path, config: GenerateCo
 # open_engines starts once its engines are up, then waiting to be killed.
 HOLDER = """
 import subprocess, sys, time
-from interplay.generator.engine import DieWithUs
+from interplay.generator.runtime.engine import DieWithUs
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 watchdog = DieWithUs()
 if sys.argv[1] == "release":
@@ -228,7 +228,7 @@ def test_first_ctrl_c_through_the_command_line(tmp_path: Path, config: GenerateC
     """A terminal's Ctrl-C reaches vLLM's processes too, which stop: the requests in flight then fail as if the
     engine had died. Either way the command says "interrupted", exits 1, and a rerun completes."""
     from interplay.cli import main
-    from interplay.generator import engine
+    from interplay.generator.runtime import engine
 
     sent = {"sigint": False}
 

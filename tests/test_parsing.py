@@ -1,4 +1,4 @@
-"""Tests for interplay.generator.parsing.ReplyParser: markers, speaker labels, empty replies, and fuzzing."""
+"""Tests for interplay.generator.dialogue.parsing.ReplyParser: markers, speaker labels, empty replies, and fuzzing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from interplay.generator.parsing import ParsedReply, ReplyParser
+from interplay.generator.dialogue.parsing import ParsedReply, ReplyParser
 
 P = ReplyParser()
 BRACKET_ACCEPT = re.compile(r"[\[<(]\s*accept\s*[\]>)]", re.IGNORECASE)

@@ -1,4 +1,4 @@
-"""Tests for interplay.generator.prompts, and for run.prompt_messages, which renders them per conversation."""
+"""Tests for interplay.generator.dialogue.prompts, and for run.prompt_messages, which renders them per conversation."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interplay.generator.config import load_config
-from interplay.generator.conversation import Conversation, Turn
-from interplay.generator.prompts import (
+from interplay.generator.dialogue.conversation import Conversation, Turn
+from interplay.generator.dialogue.prompts import (
     USER_OPENING,
     corpus_messages,
     format_attributes,
@@ -16,8 +16,8 @@ from interplay.generator.prompts import (
     role_messages,
     user_system_prompt,
 )
-from interplay.generator.run import prompt_messages
-from interplay.generator.seeds import Seed
+from interplay.generator.inputs.seeds import Seed
+from interplay.generator.runtime.run import prompt_messages
 
 SUMMARY = "Loves slow-burning 1970s paranoia thrillers and anything with Gene Hackman."
 ATTRIBUTES = {"genres": ["Thriller", "Mystery"], "decade": ["1970s"], "empty": []}

@@ -1,4 +1,4 @@
-"""Tests for interplay.generator.rendering: incremental prompt tokenisation gives, turn after turn, exactly the ids
+"""Tests for interplay.generator.dialogue.rendering: incremental prompt tokenisation gives, turn after turn, exactly the ids
 of a full encode, with the tiny tokenizer built here (always) and SmolLM2's (when `interplay prepare` has run);
 and a tokenizer for which the split does not hold is detected and encoded in full."""
 
@@ -8,8 +8,7 @@ import logging
 import random
 from dataclasses import dataclass
 
-
-from interplay.generator.rendering import PromptCache, PromptRenderer
+from interplay.generator.dialogue.rendering import PromptCache, PromptRenderer
 
 PIECES = ["héllo", "wörld", "映画", "café", "Heat (1995)", "the", "\n", "  ", "\t", "<|im_end|>", "<|im_start|>",
           "end.", "'", '"', "1999", "[ACCEPT]", "🎬", ""]
@@ -106,7 +105,7 @@ def test_a_tokenizer_the_split_does_not_hold_for_is_caught_and_encoded_in_full(c
     renderer = PromptRenderer(_FirstPieceTokenizer(), num_checked=4)
     cache = PromptCache()
     messages = [{"role": "system", "content": "s"}]
-    with caplog.at_level(logging.WARNING, logger="interplay.generator.rendering"):
+    with caplog.at_level(logging.WARNING, logger="interplay.generator.dialogue.rendering"):
         for t in range(6):
             messages.append({"role": ("user", "assistant")[t % 2], "content": f"turn {t}"})
             assert renderer.render(messages, cache) == renderer.full(messages)

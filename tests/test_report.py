@@ -9,14 +9,22 @@ import math
 from pathlib import Path
 
 import pytest
-from fake_engine import fake_open_engines, make_clients
 from test_baseline import replies as baseline_replies
 
+from fake_engine import fake_open_engines, make_clients
 from interplay.cli import main as cli_main
-from interplay.generator.baseline import BaselineGeneration
-from interplay.generator.run import Generation
+from interplay.generator.runtime.baseline import BaselineGeneration
+from interplay.generator.runtime.run import Generation
 from interplay.report.metrics import (
-    attribute_match, corpus_metrics, distinct_n, names_title, self_bleu, sentence_bleu, title_key, words)
+    attribute_match,
+    corpus_metrics,
+    distinct_n,
+    names_title,
+    self_bleu,
+    sentence_bleu,
+    title_key,
+    words,
+)
 
 
 def T(role: str, text: str, item_ids: list[str] = (), tokens: int = 5) -> dict:

@@ -16,14 +16,15 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_seeds
-from fake_engine import EngineLog, fake_open_engines, make_clients
 
+from fake_engine import EngineLog, fake_open_engines, make_clients
+from interplay.common.roles import ROLES
 from interplay.generator.config import GenerateConfig
-from interplay.generator.records import ROLES, SCHEMA
-from interplay.generator.run import Generation, prompt_messages
-from interplay.generator.scheduler import EngineDead
-from interplay.generator.seeds import write_seeds
-from interplay.generator.writer import OutputError
+from interplay.generator.inputs.seeds import write_seeds
+from interplay.generator.output.records import SCHEMA
+from interplay.generator.output.writer import OutputError
+from interplay.generator.runtime.run import Generation, prompt_messages
+from interplay.generator.runtime.scheduler import EngineDead
 
 SHARD = re.compile(r"^shard-\d{5}\.parquet$")
 
@@ -139,7 +140,7 @@ def test_corpus_loads_with_datasets(tmp_path: Path, make_config, monkeypatch) ->
 
 
 def test_prompt_messages_use_the_seed_and_each_side(make_config) -> None:
-    from interplay.generator.conversation import Conversation, Turn
+    from interplay.generator.dialogue.conversation import Conversation, Turn
 
     config = make_config(conversation={"max_turns": 6, "item_noun": "film"})
     seed = make_seeds(3)[2]

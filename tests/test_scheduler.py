@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from conftest import make_catalog, make_seeds
-from fake_engine import EngineLog, FakeClient, make_clients
 
-from interplay.generator.catalog import Catalog
-from interplay.generator.conversation import Conversation, Outcome, turn_seed
-from interplay.generator.parsing import ReplyParser
-from interplay.generator.prompts import role_messages
-from interplay.generator.scheduler import EngineDead, Scheduler
-from interplay.generator.seeds import Seed
+from fake_engine import EngineLog, FakeClient, make_clients
+from interplay.generator.dialogue.conversation import Conversation, Outcome, turn_seed
+from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.dialogue.prompts import role_messages
+from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.inputs.seeds import Seed
+from interplay.generator.runtime.scheduler import EngineDead, Scheduler
 
 NEUTRAL = {"user": ("I want something tense tonight.", "Anything else?"),
            "recommender": ("What do you like?", "Do you prefer comedies or dramas?")}

@@ -1,4 +1,4 @@
-"""Tests for interplay.generator.seeds: formats, skip reasons, streaming."""
+"""Tests for interplay.generator.inputs.seeds: formats, skip reasons, streaming."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from interplay.generator.seeds import (
+from interplay.generator.inputs.seeds import (
     Seed,
     SeedError,
     SeedScan,

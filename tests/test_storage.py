@@ -11,11 +11,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from fake_engine import fake_open_engines, make_clients
-from interplay.distributed.partition import Partition
+from interplay.common.partition import Partition
 from interplay.distributed.status import report
-from interplay.generator.run import Generation
-from interplay.generator.storage import Storage
-from interplay.generator.writer import read_manifest, shard_names
+from interplay.generator.output.storage import Storage
+from interplay.generator.output.writer import read_manifest, shard_names
+from interplay.generator.runtime.run import Generation
 
 
 def generate(config, out, partition=None) -> dict:

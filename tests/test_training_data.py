@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from interplay.cli import main
-from interplay.generator.conversation import Conversation, Outcome, Turn
-from interplay.generator.records import RoleInfo, to_record
-from interplay.generator.seeds import Seed
-from interplay.generator.writer import CorpusWriter
+from interplay.generator.dialogue.conversation import Conversation, Outcome, Turn
+from interplay.generator.inputs.seeds import Seed
+from interplay.generator.output.records import RoleInfo, to_record
+from interplay.generator.output.writer import CorpusWriter
 from interplay.training.data import detect_format, load_dialogues
 from interplay.training.errors import TrainingInputError
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from interplay.generator.config import load_config
-from interplay.generator.conversation import Conversation, Turn
-from interplay.generator.prompts import USER_OPENING, recommender_system_prompt, user_system_prompt
-from interplay.generator.run import prompt_messages
-from interplay.generator.seeds import Seed
+from interplay.generator.dialogue.conversation import Conversation, Turn
+from interplay.generator.dialogue.prompts import USER_OPENING, recommender_system_prompt, user_system_prompt
+from interplay.generator.inputs.seeds import Seed
+from interplay.generator.runtime.run import prompt_messages
 from interplay.training.config import PromptSettings
 from interplay.training.data import Dialogue
 from interplay.training.examples import IGNORE, build_example, build_examples, end_of_turn_ids, loss_spans
@@ -90,7 +90,7 @@ def test_recommender_mask_token_by_token(tokenizer):
 @pytest.mark.parametrize("role", ["user", "recommender"])
 def test_prompts_are_the_generators_token_for_token(tokenizer, role: str):
     """Each trained turn starts exactly where the generator's prompt for that turn ends, and the tokens before it
-    are that prompt, rendered the way engine.RoleClient.render renders it."""
+    are that prompt, rendered the way engine.VllmRoleClient.render renders it."""
     config = load_config(None, {"engine.model": "HuggingFaceTB/SmolLM2-135M-Instruct"})
     conv = Conversation("d1", 0, Seed("d1", SUMMARY, ATTRS, "m-42"))
     render = prompt_messages(config)

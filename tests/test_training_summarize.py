@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import interplay.generator.engine as engine_module
+import interplay.generator.runtime.engine as engine_module
 from interplay.cli import main
-from interplay.generator.conversation import Completion
+from interplay.generator.dialogue.conversation import Completion
 from interplay.training.data import Dialogue, load_dialogues
 from interplay.training.summarize import Summarizer, clean_summary, parse_attributes
 

@@ -159,7 +159,7 @@ def test_adapter_on_a_different_base_is_refused(trained, tmp_path: Path, change:
 def test_foreign_adapter_with_wrong_shapes_is_refused(trained, tmp_path: Path):
     import shutil
 
-    from interplay.training.adapters import FINGERPRINT_FILE
+    from interplay.common.adapters import FINGERPRINT_FILE
     from interplay.training.merge import merge
 
     foreign = tmp_path / "foreign"

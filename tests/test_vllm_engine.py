@@ -17,8 +17,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from interplay.generator.catalog import Catalog, normalize
-from interplay.generator.records import SCHEMA
+from interplay.common.titles import normalize
+from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.output.records import SCHEMA
 from interplay.prepare import default_model_dir, default_movielens_dir
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from interplay.generator.records import SCHEMA
+from interplay.generator.output.records import SCHEMA
 from interplay.prepare import default_model_dir
 
 pytestmark = pytest.mark.slow

@@ -4,17 +4,15 @@ separate engines. Small runs; the point is that each path starts, serves both ro
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from interplay.prepare import default_model_dir
+from interplay.training import random_lora
 
 pytestmark = pytest.mark.slow
 
@@ -24,24 +22,7 @@ SMALL = ["--num-dialogues", "4", "--set", "conversation.max_turns=2", "--set", "
 
 
 def make_lora(path: Path, *, rank: int, seed: int) -> Path:
-    """A random (untrained) PEFT LoRA adapter for SmolLM2-135M's attention projections."""
-    config = json.loads((default_model_dir() / "config.json").read_text())
-    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
-    kv = config["num_key_value_heads"] * config.get("head_dim", hidden // config["num_attention_heads"])
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for i in range(layers):
-        for name, out in (("q_proj", hidden), ("v_proj", kv)):
-            prefix = f"base_model.model.model.layers.{i}.self_attn.{name}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, hidden, generator=gen) * 0.05
-            tensors[f"{prefix}.lora_B.weight"] = torch.randn(out, rank, generator=gen) * 0.05
-    path.mkdir(parents=True)
-    save_file(tensors, path / "adapter_model.safetensors")
-    (path / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.0,
-        "target_modules": ["q_proj", "v_proj"], "bias": "none", "fan_in_fan_out": False,
-        "base_model_name_or_path": str(default_model_dir())}))
-    return path
+    return random_lora.make_lora(path, str(default_model_dir()), rank=rank, seed=seed, scale=0.05)
 
 
 def _run(out: Path, *extra: str) -> list[dict]:

@@ -19,12 +19,12 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from interplay.distributed.partition import Partition
+from interplay.common.partition import Partition
 from interplay.distributed.status import report
 from interplay.logs import engine_logs_to
 
 # Engines are built from a "module:function" path, so that a worker process imports them itself.
-DEFAULT_ENGINES = "interplay.generator.engine:open_engines"
+DEFAULT_ENGINES = "interplay.generator.runtime.engine:open_engines"
 
 
 def _load(path: str) -> Any:
@@ -37,7 +37,7 @@ class PartitionWorker:
 
     def __init__(self, config: dict[str, Any], out_dir: str, partition: Partition, engines: str):
         from interplay.generator.config import GenerateConfig
-        from interplay.generator.run import Generation
+        from interplay.generator.runtime.run import Generation
 
         self.generation = Generation(GenerateConfig.model_validate(config), out_dir, partition=partition)
         self.engines = engines

@@ -13,10 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interplay.distributed.partition import Partition
-from interplay.generator.storage import Storage
-from interplay.generator.writer import (FORMAT, MANIFEST, PARTITION_MANIFEST_RE, OutputError, as_storage,
-                                        read_manifest, totals)
+from interplay.common.partition import Partition
+from interplay.generator.output.storage import Storage
+from interplay.generator.output.writer import (
+    FORMAT,
+    MANIFEST,
+    PARTITION_MANIFEST_RE,
+    OutputError,
+    as_storage,
+    read_manifest,
+    totals,
+)
 
 HELP = "per-partition progress of a run; writes the combined manifest when the corpus is complete"
 

@@ -26,7 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ROLES = ("user", "recommender")
+from interplay.common.roles import ROLES
+
 # Keys that change how fast a run goes but not which dialogues it produces: excluded from the config hash, so a
 # rerun may change them (and --num-dialogues may grow a corpus).
 RUNTIME_KEYS = ("num_dialogues", "max_in_flight", "dialogues_per_shard", "cpu_threads")
@@ -72,7 +73,7 @@ class RoleConfig(_Strict):
     @classmethod
     def _template_placeholders(cls, v: str | None) -> str | None:
         # Rendered per conversation inside the scheduler: a bad placeholder must fail here, before engines start.
-        from interplay.generator.prompts import check_template
+        from interplay.generator.dialogue.prompts import check_template
 
         if v is not None:
             check_template(v)

@@ -33,7 +33,7 @@ def corpus_mode(manifest: dict[str, Any], first_row: dict[str, Any] | None) -> s
 def iter_rows(out_dir: str | Path, columns: list[str] = COLUMNS) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    from interplay.generator.writer import shard_files
+    from interplay.generator.output.writer import shard_files
 
     for path in shard_files(out_dir):
         f = pq.ParquetFile(path)
@@ -59,7 +59,7 @@ def catalog_path(manifest: dict[str, Any], override: str | None) -> Path | None:
 def load_items(path: Path | None) -> dict[str, tuple[str, dict[str, list[str]]]] | None:
     if path is None:
         return None
-    from interplay.generator.catalog import Catalog
+    from interplay.generator.inputs.catalog import Catalog
 
     return {item.item_id: (item.title, item.attributes) for item in Catalog.load(path)}
 
@@ -67,7 +67,7 @@ def load_items(path: Path | None) -> dict[str, tuple[str, dict[str, list[str]]]]
 def analyse(out_dir: str | Path, *, catalog: str | None = None, sample_size: int = 500, seed: int = 0,
             label: str | None = None) -> dict[str, Any]:
     """Every figure of one corpus: {"label", "path", "mode", "metrics", "distributions"}."""
-    from interplay.generator.writer import OutputError, read_manifest
+    from interplay.generator.output.writer import OutputError, read_manifest
     from interplay.report.metrics import CorpusMetrics
 
     manifest = read_manifest(out_dir)

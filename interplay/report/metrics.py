@@ -21,7 +21,7 @@ Definitions (words are lowercase runs of letters and digits, apostrophes kept in
 - repeated recommendations: the share of item mentions in recommender turns that name an item the recommender
   already named earlier in the same dialogue, and the share of dialogues with at least one such repeat.
 
-Rows are dicts with the corpus columns (see interplay.generator.records): `turns` (role, text, item_ids,
+Rows are dicts with the corpus columns (see interplay.generator.output.records): `turns` (role, text, item_ids,
 num_output_tokens), `outcome`, `accepted_item_id`, `recommended_item_ids`, `target_item_id`,
 `target_attributes`. `CorpusMetrics` takes them one at a time, so a report streams a corpus shard by shard.
 """
@@ -35,7 +35,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-ROLES = ("user", "recommender")
+from interplay.common.roles import ROLES
+
 WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 DISTINCT_N = (1, 2, 3)
 RECALL_K = (1, 5, 10)
@@ -157,7 +158,7 @@ def attribute_match(item: Mapping[str, Sequence[str]], target: Mapping[str, Sequ
 
 def title_key(title: str) -> str:
     """Normalised main title ("The Matrix (1999)" and "Seven (a.k.a. Se7en)" -> "matrix", "seven")."""
-    from interplay.generator.catalog import normalize
+    from interplay.common.titles import normalize
 
     while (stripped := re.sub(r"\s*\([^()]*\)\s*$", "", title)) != title and stripped:
         title = stripped
@@ -167,7 +168,7 @@ def title_key(title: str) -> str:
 def names_title(text: str, key: str) -> bool:
     """Whether `text` contains the normalised title `key` as whole words (keys of two words or more only: one
     word like "heat" or "up" is too often ordinary speech)."""
-    from interplay.generator.catalog import normalize
+    from interplay.common.titles import normalize
 
     return " " in key and f" {key} " in f" {normalize(text)} "
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROLES = ("user", "recommender")
+from interplay.common.roles import ROLES
 
 
 def _pyplot():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-ROLES = ("user", "recommender")
+from interplay.common.roles import ROLES
 
 
 def _get(metrics: dict[str, Any], *path: str) -> Any:

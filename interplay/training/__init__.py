@@ -9,7 +9,7 @@ Modules: config.py (the training config), readers.py + data.py (this project's P
 JSON, plain JSONL/Parquet of messages, read into one Dialogue type, bad records counted by reason), examples.py
 (one role's view of a dialogue rendered with the generator's own prompt code and chat template, the loss masked to
 that role's turns), trainer.py (the training stack: torch, transformers' Trainer, peft; merge.py and
-examples.py import transformers only inside functions), curve.py (loss.json + loss.png), adapters.py (the base model fingerprint an adapter is checked against),
+examples.py import transformers only inside functions), curve.py (loss.json + loss.png), output_dir.py (the adapter output directory; the base model fingerprint an adapter is checked against lives in interplay.common.adapters),
 merge.py (full weights), summarize.py (preference summaries and target attributes through the generator's engine
 layer). The subcommand modules (cli.py for `train`, merge.py, summarize.py) import nothing heavy at import time,
 so `interplay --help` stays fast.

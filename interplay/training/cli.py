@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from interplay.generator.config import parse_override
-from interplay.training.adapters import check_output
 from interplay.training.config import FORMATS, load_train_config, prompts_from_generation_config
 from interplay.training.data import load_training_data
+from interplay.training.output_dir import check_output
 
 HELP = "fine-tune one role's LoRA adapter (user simulator or recommender) on dialogue corpora"
 

@@ -60,7 +60,7 @@ class PromptSettings(_Strict):
     @field_validator("user_system_prompt", "recommender_system_prompt")
     @classmethod
     def _template(cls, v: str | None) -> str | None:
-        from interplay.generator.prompts import check_template
+        from interplay.generator.dialogue.prompts import check_template
 
         if v is not None:
             check_template(v)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interplay.generator.seeds import _normalize_attributes
+from interplay.generator.inputs.seeds import _normalize_attributes
 from interplay.training.errors import TrainingInputError
 from interplay.training.readers import Unreadable, detect_format, json_records, parquet_files, parquet_rows
 

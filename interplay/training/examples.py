@@ -1,8 +1,8 @@
 """One role's training example from one dialogue: the serving prompt, token for token, with the loss on that role.
 
 The prompt of each of the role's turns is rendered exactly as the generator serves it: the system prompt and
-messages from interplay.generator.prompts, then `tokenizer.apply_chat_template(messages,
-add_generation_prompt=True, tokenize=True, return_dict=False)` as engine.RoleClient.render does. Prompts only
+messages from interplay.generator.dialogue.prompts, then `tokenizer.apply_chat_template(messages,
+add_generation_prompt=True, tokenize=True, return_dict=False)` as engine.VllmRoleClient.render does. Prompts only
 grow by appending, so one sequence holds every turn: the whole dialogue seen from the role's side is rendered
 once, and each turn's span is found by rendering the growing prefixes (the prompt before the turn, and the
 messages up to and including it). The loss covers the span from the end of the turn's prompt through the first
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from interplay.generator.prompts import recommender_system_prompt, role_messages, user_system_prompt
+from interplay.generator.dialogue.prompts import recommender_system_prompt, role_messages, user_system_prompt
 from interplay.training.config import PromptSettings
 from interplay.training.data import Dialogue
 
@@ -37,7 +37,7 @@ class Example:
 
 
 def render(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
-    # The call engine.RoleClient.render makes (with add_generation_prompt=True for a prompt).
+    # The call engine.VllmRoleClient.render makes (with add_generation_prompt=True for a prompt).
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True,
                                               return_dict=False))
 

@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from interplay.training.adapters import FINGERPRINT_FILE, check_adapter, read_adapter_config
+from interplay.common.adapters import FINGERPRINT_FILE, check_adapter, read_adapter_config
 from interplay.training.errors import TrainingInputError
 
 HELP = "merge a LoRA adapter into its base model (full weights, for the separate-engines topology)"

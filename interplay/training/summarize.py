@@ -24,11 +24,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from interplay.generator.prompts import corpus_messages
+from interplay.common.titles import mentions
+from interplay.generator.dialogue.prompts import corpus_messages
+from interplay.generator.inputs.seeds import ATTRIBUTES_TYPE, attributes_to_arrow
+from interplay.generator.output.records import MESSAGE_TYPE
+from interplay.generator.runtime.scheduler import EngineDead
 from interplay.logs import engine_logs_to
-from interplay.generator.records import MESSAGE_TYPE
-from interplay.generator.scheduler import EngineDead
-from interplay.generator.seeds import ATTRIBUTES_TYPE, attributes_to_arrow
 from interplay.training.config import FORMATS
 from interplay.training.data import Dialogue, load_dialogues
 from interplay.training.errors import TrainingInputError
@@ -74,7 +75,8 @@ def _user_lines(d: Dialogue) -> str:
 
 
 def _leaks(text: str, title: str | None) -> bool:
-    return bool(title) and title.lower().strip() in text.lower()
+    # Any spelling of the title, with or without its year ("Heat (1995)" is named by "heat").
+    return bool(title) and mentions(text, title)
 
 
 def clean_summary(text: str, target: str | None) -> str | None:
@@ -137,7 +139,7 @@ class Summarizer:
         return completion.text
 
     async def one(self, index: int, d: Dialogue) -> Dialogue:
-        from interplay.generator.conversation import turn_seed
+        from interplay.generator.dialogue.conversation import turn_seed
 
         turns = _user_lines(d)
         summary, attrs = d.preference_summary, d.target_attributes
@@ -205,7 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from interplay.generator.config import load_config, parse_override
-    from interplay.generator.engine import check_config, open_engines
+    from interplay.generator.runtime.engine import check_config, open_engines
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:

@@ -28,12 +28,13 @@ from typing import Any
 import torch
 import yaml
 
-from interplay.training.adapters import FINGERPRINT_FILE, check_output, fingerprint
+from interplay.common.adapters import FINGERPRINT_FILE, fingerprint
 from interplay.training.config import TrainConfig
 from interplay.training.curve import write_curve
 from interplay.training.data import Dialogue, LoadStats, no_usable
 from interplay.training.errors import TrainingInputError
 from interplay.training.examples import IGNORE, Example, build_examples, end_of_turn_ids
+from interplay.training.output_dir import check_output
 
 
 def cpu_has_native_bf16() -> bool:

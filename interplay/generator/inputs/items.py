@@ -1,4 +1,4 @@
-"""Reading a catalog file (.parquet or .jsonl; columns item_id, title, year, attributes) into Items.
+"""Catalog items, and reading a catalog file (.parquet or .jsonl; columns item_id, title, year, attributes) into Items.
 
 Values are cleaned rather than trusted: ids and titles from int or float columns become digits, a year may sit in
 the title (raw MovieLens: "Heat (1995)"), attributes come as a dict, its JSON string or arrow's list-of-pairs
@@ -9,10 +9,27 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interplay.generator.catalog import TRAILING_YEAR_RE, CatalogError, Item, fix_title
+from interplay.common.titles import TRAILING_YEAR_RE, fix_title
+
+
+class CatalogError(Exception):
+    """The catalog file as a whole is unusable (message names the file and the problem)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    item_id: str
+    title: str  # display title, article in front: "The Matrix"
+    year: int | None
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return f"{self.title} ({self.year})" if self.year is not None else self.title
 
 
 def read_items(p: Path) -> tuple[list[Item], dict[str, int]]:

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from interplay.generator.catalog import Catalog
-from interplay.generator.conversation import Completion, Conversation, Outcome, turn_seed
-from interplay.generator.parsing import ReplyParser
-from interplay.generator.rendering import PromptCache
+from interplay.generator.dialogue.conversation import Completion, Conversation, Outcome, turn_seed
+from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.dialogue.rendering import PromptCache
+from interplay.generator.inputs.catalog import Catalog
 
 
 class EngineDead(RuntimeError):

@@ -13,28 +13,20 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_left
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
-__all__ = ["Catalog", "CatalogError", "Item", "fix_title", "normalize"]
+from interplay.common.titles import ARTICLES, TOKEN_RE, TRAILING_YEAR_RE, YEAR, norm_token, title_key, title_keys
+from interplay.generator.inputs.items import CatalogError, Item, read_items
 
-_ARTICLES = frozenset({"the", "a", "an"})
+__all__ = ["Catalog", "CatalogError", "Item"]
+
 _MAX_SPAN = 12  # longest title we look for, in tokens; longer spans are prose
 # Words that may sit lowercase inside a capitalised title ("Lord of the Rings").
 _CONNECTORS = frozenset("of the a an and in on at to for from with by or vs de la le les du des del von van".split())
 _ABBREVS = frozenset("mr mrs ms dr st jr sr vs vol no".split())  # "Mr. Smith": that "." ends no sentence
 _JOINERS = frozenset({"", ",", ":", "-", "–", "—"})  # punctuation allowed between words of a title
-_TOKEN_RE = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*|&")
-_YEAR = r"(1[89]\d\d|20\d\d)"
-_YEAR_PAREN_RE = re.compile(r"\(\s*" + _YEAR + r"\s*\)")
-TRAILING_YEAR_RE = re.compile(r"\s*\(\s*" + _YEAR + r"\s*\)\s*$")
-# MovieLens style "Matrix, The" / "Haine, La" / "Armée des ombres, L'".
-_TRAIL_ART_RE = re.compile(r"^(?P<body>.*?\S),\s*(?P<art>the|an?|la|les?|l['’]|il|el|los|las|das|der|die)$", re.I)
-_AKA_RE = re.compile(r"^\s*(?:a\.?\s?k\.?\s?a\.?|aka)\s+", re.IGNORECASE)
-_TAIL_PARENS_RE = re.compile(r"^(?P<main>.*?\S)(?P<tail>(?:\s*\([^()]*\))+)$")
-_PAREN_RE = re.compile(r"\(([^()]*)\)")
+_YEAR_PAREN_RE = re.compile(r"\(\s*" + YEAR + r"\s*\)")
 # Quoted / emphasised spans. Single quotes take a lazy body that must not be followed by a
 # letter, so apostrophes may live inside: 'Schindler's List'.
 _QUOTE_RES = tuple(re.compile(p) for p in (
@@ -45,90 +37,6 @@ _QUOTE_RES = tuple(re.compile(p) for p in (
 ))  # fmt: skip
 _LIST_RE = re.compile(r"^[ \t]*(?:\d{1,3}[.)]|[-*•+▪‣◦])[ \t]+(.+)$", re.MULTILINE)
 _DELIM_RE = re.compile(r"\s+[-–—]+\s+|\s*[–—]\s*|:|,\s")
-
-
-class CatalogError(Exception):
-    """The catalog file as a whole is unusable (message names the file and the problem)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    item_id: str
-    title: str  # display title, article in front: "The Matrix"
-    year: int | None
-    attributes: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def display(self) -> str:
-        return f"{self.title} ({self.year})" if self.year is not None else self.title
-
-
-# ------------------------------------------------------------------ normalizing
-
-
-def _move_article(s: str) -> str:
-    """'Matrix, The' -> 'The Matrix'; "Armée des ombres, L'" -> "L'Armée des ombres"."""
-    m = _TRAIL_ART_RE.match(s.strip())
-    if not m:
-        return s.strip()
-    return m["art"] + ("" if m["art"][-1] in "'’" else " ") + m["body"]
-
-
-def _split_title(title: str) -> tuple[str, list[str]]:
-    """'Seven (a.k.a. Se7en)' -> ('Seven', ['a.k.a. Se7en']): main title, trailing parentheses."""
-    title = " ".join(title.split())
-    m = _TAIL_PARENS_RE.match(title)  # no match for "(500) Days of Summer": nothing trails
-    return (m["main"], _PAREN_RE.findall(m["tail"])) if m else (title, [])
-
-
-def fix_title(raw: str) -> str:
-    """Display form of a stored title: articles moved to the front, in alternative names too."""
-    main, alts = _split_title(raw)
-    return _move_article(main) + "".join(f" ({_move_article(a)})" for a in alts)
-
-
-@lru_cache(maxsize=1 << 16)
-def _norm_token(tok: str) -> str:
-    """One token's key: casefolded, no accents, "'" and "." dropped; "x-men" -> "x men"."""
-    if tok == "&":
-        return "and"
-    if tok.isascii():
-        s = tok.lower()
-    else:  # casefold before NFKD, so that e.g. "İ" loses its dot like any other accent
-        s = "".join(c for c in unicodedata.normalize("NFKD", tok.casefold()) if not unicodedata.combining(c))
-    s = s.replace("'", "").replace("’", "").replace(".", "").replace("-", " ")
-    if not s.replace(" ", "").isalnum():  # NFKD can introduce symbols ("½" -> "1⁄2")
-        s = re.sub(r"[^\w ]|_", " ", s)
-    return " ".join(s.split())
-
-
-def _key(norms: list[str]) -> str:
-    """Join token keys into a title key, dropping one leading English article."""
-    norms = [n for n in norms if n]
-    if len(norms) > 1 and norms[0] in _ARTICLES:
-        norms = norms[1:]
-    return " ".join(norms)
-
-
-def _token_norms(s: str) -> list[str]:
-    return [_norm_token(m.group()) for m in _TOKEN_RE.finditer(unicodedata.normalize("NFC", s))]
-
-
-def normalize(s: str) -> str:
-    """Matching key of a title: 'The Matrix', 'Matrix, The' and ' MATRIX! ' all give 'matrix'."""
-    return _key(_token_norms(_move_article(s)))
-
-
-def _title_keys(title: str) -> tuple[list[str], list[str], bool]:
-    """(primary keys, alias keys, does the main title start with an article?)."""
-    main, alts = _split_title(title)
-    aliases = [normalize(_AKA_RE.sub("", a)) for a in alts]
-    norms = [n for n in _token_norms(_move_article(main)) if n]
-    has_article = len(norms) > 1 and norms[0] in _ARTICLES
-    if has_article:  # a reply may copy catalog style "Matrix, The"
-        aliases.append(" ".join(norms[1:] + norms[:1]))
-    primary = [normalize(title), normalize(main)]
-    return [k for k in dict.fromkeys(primary) if k], [k for k in dict.fromkeys(aliases) if k], has_article
 
 
 def _is_cap(tok: str) -> bool:
@@ -158,7 +66,7 @@ class Catalog:
                 self.num_skipped["duplicate item_id"] = self.num_skipped.get("duplicate item_id", 0) + 1
                 continue
             self._items[item.item_id] = item
-            primary, aliases, has_article = _title_keys(item.title)
+            primary, aliases, has_article = title_keys(item.title)
             if (primary[0] if primary else "", item.year) in title_years:
                 self.num_duplicate_titles += 1
             title_years.add((primary[0] if primary else "", item.year))
@@ -190,8 +98,6 @@ class Catalog:
         whole (missing, unreadable, no item_id/title column, no usable row)
         raises CatalogError.
         """
-        from interplay.generator.catalog_file import read_items  # it imports this module: a cycle at the top
-
         p = Path(path)
         items, skipped = read_items(p)
         catalog = cls(items)
@@ -226,9 +132,9 @@ class Catalog:
     def ground(self, text: str) -> list[str]:
         """Item ids named in `text`, in order of first mention, without duplicates."""
         text = unicodedata.normalize("NFC", text)
-        toks = list(_TOKEN_RE.finditer(text))
+        toks = list(TOKEN_RE.finditer(text))
         starts = [t.start() for t in toks]
-        norms = [_norm_token(t.group()) for t in toks]
+        norms = [norm_token(t.group()) for t in toks]
         found: list[tuple[int, str]] = []
         claimed: list[tuple[int, int]] = []  # char spans already explained by a stronger rule
 
@@ -254,7 +160,7 @@ class Catalog:
             year, lo = int(m.group(1)), max(prev_end, text.rfind("\n", 0, m.start()) + 1)
             prev_end = m.end()
             i0, j = span(lo, m.start())
-            cands = [(i, _key(norms[i:j])) for i in range(max(i0, j - _MAX_SPAN), j)]
+            cands = [(i, title_key(norms[i:j])) for i in range(max(i0, j - _MAX_SPAN), j)]
             hit = next(((i, h) for i, k in cands if (h := self._by_title_year.get((k, year)))), None)
             hit = hit or next(((i, h) for i, k in cands if (h := self._resolve(k, year))), None)
             if hit:
@@ -268,7 +174,7 @@ class Catalog:
                     ym = TRAILING_YEAR_RE.search(text, a, b)
                     year = int(ym.group(1)) if ym and ym.start() > a else None
                     i, j = span(a, ym.start() if ym and year is not None else b)
-                    take(m.start(), m.end(), self._resolve(_key(norms[i:j]), year))
+                    take(m.start(), m.end(), self._resolve(title_key(norms[i:j]), year))
 
         # (3) list items ("1. Heat - a crime film", "- Heat: ..."): text up to a delimiter,
         # longest first, so "Star Wars: Episode IV - A New Hope - space opera" still works.
@@ -278,7 +184,7 @@ class Catalog:
             for cut in reversed([d.start() for d in _DELIM_RE.finditer(body, 0, end)][:7] + [end]):
                 i, j = span(a, a + cut)
                 if i < j and free(starts[i], toks[j - 1].end()):
-                    if take(starts[i], toks[j - 1].end(), self._resolve(_key(norms[i:j]), None)):
+                    if take(starts[i], toks[j - 1].end(), self._resolve(title_key(norms[i:j]), None)):
                         break
 
         # (4) capitalised runs matching a whole title of >= 2 words ("I recommend Pulp Fiction").
@@ -297,7 +203,7 @@ class Catalog:
         """Longest multi-word title starting at capitalised token i: (its last token, item id)."""
         if not _is_cap(toks[i].group()):
             return None
-        first = i + 1 if norms[i] in _ARTICLES else i  # keys carry no leading "the"
+        first = i + 1 if norms[i] in ARTICLES else i  # keys carry no leading "the"
         parts: list[str] = []
         best = None
         for j in range(i, min(len(toks), i + _MAX_SPAN + 1)):

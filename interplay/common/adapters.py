@@ -3,7 +3,8 @@
 A LoRA adapter only fits the base it was trained on. Shapes catch a different architecture late and obscurely,
 and nothing catches a different vocabulary (LoRA does not touch the embeddings): the adapter would load and talk
 nonsense. So `interplay train` writes `interplay_base.json` (architecture, sizes, a hash of the vocabulary) and
-loading an adapter onto a base (`interplay merge`) compares it first and refuses a mismatch with one message.
+loading an adapter onto a base (`interplay merge`, `interplay generate`) compares it first and refuses a mismatch
+with one message. Plain Python (json, hashlib): the generator checks adapters without the training stack.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from interplay.training.errors import TrainingInputError
+
+class AdapterError(Exception):
+    """An adapter that cannot be read, or that was trained on another base than the one it is loaded onto."""
 
 FINGERPRINT_FILE = "interplay_base.json"
 CONFIG_KEYS = ("model_type", "architectures", "vocab_size", "hidden_size", "num_hidden_layers",
@@ -32,17 +35,17 @@ def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
-        raise TrainingInputError(f"no LoRA adapter at {str(adapter_dir)!r} (adapter_config.json not found)") \
+        raise AdapterError(f"no LoRA adapter at {str(adapter_dir)!r} (adapter_config.json not found)") \
             from None
     except (OSError, ValueError) as e:
-        raise TrainingInputError(f"{path} cannot be read: {e}") from None
+        raise AdapterError(f"{path} cannot be read: {e}") from None
     if str(config.get("peft_type", "")).upper() != "LORA":
-        raise TrainingInputError(f"{path}: not a LoRA adapter (peft_type {config.get('peft_type')!r})")
+        raise AdapterError(f"{path}: not a LoRA adapter (peft_type {config.get('peft_type')!r})")
     return config
 
 
 def check_adapter(adapter_dir: str | Path, base: str, model_config: dict[str, Any], tokenizer: Any) -> None:
-    """Raise TrainingInputError when the adapter was trained on a base that differs from `base`."""
+    """Raise AdapterError when the adapter was trained on a base that differs from `base`."""
     path = Path(adapter_dir).expanduser() / FINGERPRINT_FILE
     if not path.is_file():
         return  # not one of ours: the shapes are checked when PEFT loads it
@@ -53,15 +56,6 @@ def check_adapter(adapter_dir: str | Path, base: str, model_config: dict[str, An
     if diffs:
         what = "vocabulary" if all(d.startswith("tokenizer") or d.startswith("vocab") for d in diffs) \
             else "architecture"
-        raise TrainingInputError(
+        raise AdapterError(
             f"the adapter {str(adapter_dir)!r} was trained on {trained_on.get('base_model')!r}, whose {what} "
             f"differs from the base model {base!r}: " + "; ".join(diffs))
-
-
-def check_output(out: Path, overwrite: bool) -> None:
-    """An output adapter directory may be written: new, empty, or (with overwrite) an adapter we replace."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise TrainingInputError(f"{out} already exists; pass --overwrite to replace it")
-        if out.is_dir() and not (out / "adapter_config.json").exists() and not (out / "loss.json").exists():
-            raise TrainingInputError(f"{out} is not an adapter directory; not replacing it")

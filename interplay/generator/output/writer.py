@@ -23,8 +23,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from interplay.generator.records import ROLES, SCHEMA, add_stats, empty_stats, merge_stats
-from interplay.generator.storage import Storage
+from interplay.common.roles import ROLES
+from interplay.generator.output.records import SCHEMA, add_stats, empty_stats, merge_stats
+from interplay.generator.output.storage import Storage
 
 FORMAT = "interplay.corpus/1"
 MANIFEST = "manifest.json"

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from interplay.generator.seeds import ATTRIBUTES_TYPE, Seed, attributes_to_arrow, write_seeds
+from interplay.common.titles import fix_title, mentions
+from interplay.generator.inputs.seeds import ATTRIBUTES_TYPE, Seed, attributes_to_arrow, write_seeds
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: titles displayed and leak-checked by common.titles
 LIKED_RATING = 4.0  # ratings at or above this count as "loves"
 DISLIKED_RATING = 2.0  # ratings at or below this count as "dislikes"
 MAX_LOVED, MAX_DISLIKED, MAX_GENRES = 6, 3, 3
@@ -38,17 +38,6 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("attributes", ATTRIBUTES_TYPE),
     ]
 )
-
-# "Deer Hunter, The" / "Good, the Bad and the Ugly, The (Buono, ...)": the
-# article may sit before a trailing parenthesised alternative name, or end a
-# title with parentheses inside ("Human Centipede II (Full Sequence), The").
-_TRAILING_ARTICLE = re.compile(
-    r"^(?:(?P<main>[^(]+?), (?P<art>The|A|An)(?P<rest> \(.*\))|(?P<whole>.+), (?P<end>The|A|An))$"
-)
-_TRAILING_PARENS = re.compile(r"(?:\s*\(([^()]*)\))+$")
-_PAREN_GROUP = re.compile(r"\(([^()]*)\)")
-_LEADING_ARTICLE = re.compile(r"^(?:The|A|An)\s+", re.IGNORECASE)
-
 
 @dataclass(frozen=True, slots=True)
 class Movie:
@@ -73,34 +62,6 @@ class Movie:
         return attrs
 
 
-def display_title(raw: str) -> str:
-    """Move a trailing English article to the front; keep alt names as they are."""
-    raw = raw.strip()
-    m = _TRAILING_ARTICLE.match(raw)
-    if not m:
-        return raw
-    return f"{m['art']} {m['main']}{m['rest']}" if m["art"] else f"{m['end']} {m['whole']}"
-
-
-def title_pattern(title: str) -> re.Pattern[str]:
-    """Regex matching any name of a movie as a whole word sequence, case-insensitively.
-
-    Names: the display title, the title without its parenthesised alt names,
-    that without a leading article, and each alt name (without "a.k.a.").
-    """
-    main = _TRAILING_PARENS.sub("", title).strip()
-    names = {title, main, _LEADING_ARTICLE.sub("", main)}
-    tail = _TRAILING_PARENS.search(title)
-    if tail:
-        for alt in _PAREN_GROUP.findall(tail.group(0)):
-            alt = re.sub(r"^a\.k\.a\.?\s*", "", alt.strip(), flags=re.IGNORECASE)
-            if len(alt) >= 3:  # "(s)"-like fragments are not names
-                names.add(alt)
-    names.discard("")
-    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
-
-
 def _load_movies(df: Any) -> dict[int, Movie]:
     counts = df.groupby("movieId").size()
     first = df.drop_duplicates("movieId").set_index("movieId")
@@ -111,7 +72,7 @@ def _load_movies(df: Any) -> dict[int, Movie]:
         y = int(year) if isinstance(year, float) and not math.isnan(year) else None
         g = tuple(x for x in genres.split("|") if x and x != NO_GENRES) if isinstance(genres, str) else ()
         movies[int(mid)] = Movie(
-            str(int(mid)), display_title(title), y, g,
+            str(int(mid)), fix_title(title), y, g,
             f"{y // 10 * 10}s" if y is not None else None, int(counts[mid]),
         )
     return movies
@@ -125,12 +86,13 @@ def _summary(
     target_rating: float,
 ) -> str | None:
     """Describe the user's taste from all their ratings except the target."""
-    forbidden = title_pattern(target.title)
+    def forbidden(text: str) -> bool:  # names the target: the simulator must never see it
+        return mentions(text, target.title)
 
     def pick(items: list[Movie], limit: int) -> list[str]:
         out: list[str] = []
         for movie in items:
-            if movie is not target and not forbidden.search(movie.label):
+            if movie is not target and not forbidden(movie.label):
                 out.append(movie.label)
                 if len(out) == limit:
                     break
@@ -165,9 +127,9 @@ def _summary(
     if modal:
         optional.append(f"Mostly watches films from the {modal}.")
     # Genre or decade words could coincide with a title ("War"); drop them then.
-    parts += [p for p in optional if not forbidden.search(p)]
+    parts += [p for p in optional if not forbidden(p)]
     text = " ".join(parts)
-    return None if forbidden.search(text) else text
+    return None if forbidden(text) else text
 
 
 def _user_seeds(

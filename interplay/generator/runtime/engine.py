@@ -5,8 +5,9 @@ Topologies:
   separate  one AsyncLLM per role, started one after the other, each with its own engine arguments (memory
             split via gpu_memory_utilization / kv_cache_memory_bytes)
 
-Each role is served through a RoleClient: render chat messages to token ids with the serving tokenizer
-(tokenising only what a turn added, see rendering.py), and generate one turn with a per-request seed. Prompts
+Each role is served through a VllmRoleClient (the scheduler's RoleClient protocol on vLLM): render chat messages
+to token ids with the serving tokenizer (tokenising only what a turn added, see dialogue/rendering.py), and
+generate one turn with a per-request seed. Prompts
 go in as token ids, so what we count is what vLLM sees.
 """
 
@@ -21,10 +22,12 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from interplay.generator.config import ROLES, ConfigError, GenerateConfig
-from interplay.generator.conversation import Completion
-from interplay.generator.rendering import PromptCache, PromptRenderer
-from interplay.generator.scheduler import EngineDead
+from interplay.common.adapters import AdapterError, check_adapter
+from interplay.common.roles import ROLES
+from interplay.generator.config import ConfigError, GenerateConfig
+from interplay.generator.dialogue.conversation import Completion
+from interplay.generator.dialogue.rendering import PromptCache, PromptRenderer
+from interplay.generator.runtime.scheduler import EngineDead
 
 
 class EngineStartError(RuntimeError):
@@ -111,20 +114,17 @@ def _engine_args(config: GenerateConfig, role: str) -> Any:
 def check_adapter_fits(config: GenerateConfig, role: str, engine: Any) -> None:
     """An adapter trained by `interplay train` names the base it fits (interplay_base.json); vLLM would load one
     trained on another vocabulary without a word and serve nonsense, so a mismatch stops the run here."""
-    from interplay.training.adapters import check_adapter  # plain Python: json and hashlib
-    from interplay.training.errors import TrainingInputError
-
     adapter = getattr(config, role).adapter
     if not adapter:
         return
     try:
         check_adapter(adapter, config.engine_args(role)["model"], engine.model_config.hf_config.to_dict(),
                       engine.get_tokenizer())
-    except TrainingInputError as e:
+    except AdapterError as e:
         raise ConfigError(f"{role}.adapter: {e}") from None
 
 
-class RoleClient:
+class VllmRoleClient:
     """One role's view of an engine: its tokenizer, LoRA adapter and sampling parameters."""
 
     def __init__(self, role: str, engine: Any, model: str, adapter: str | None, lora_id: int,
@@ -214,7 +214,7 @@ class DieWithUs:
 
 
 @contextlib.asynccontextmanager
-async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, RoleClient]]:
+async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, VllmRoleClient]]:
     """Start the engines of the configured topology; shut them down however the block ends."""
     from vllm.platforms import current_platform
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -243,7 +243,7 @@ async def open_engines(config: GenerateConfig) -> AsyncIterator[dict[str, RoleCl
         watchdog = DieWithUs()
         for role in ROLES:
             check_adapter_fits(config, role, by_role[role])
-        yield {role: RoleClient(role, by_role[role], config.engine_args(role)["model"],
+        yield {role: VllmRoleClient(role, by_role[role], config.engine_args(role)["model"],
                                 getattr(config, role).adapter, lora_id, config.sampling(role))
                for lora_id, role in enumerate(ROLES, start=1)}
     finally:

@@ -13,11 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from interplay.generator.conversation import Conversation
-from interplay.generator.prompts import corpus_messages
-from interplay.generator.seeds import ATTRIBUTES_TYPE, attributes_to_arrow
-
-ROLES = ("user", "recommender")
+from interplay.common.roles import ROLES
+from interplay.generator.dialogue.conversation import Conversation
+from interplay.generator.dialogue.prompts import corpus_messages
+from interplay.generator.inputs.seeds import ATTRIBUTES_TYPE, attributes_to_arrow
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 TURN_TYPE = pa.struct([

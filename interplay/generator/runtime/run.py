@@ -16,17 +16,18 @@ from typing import Any, Protocol, TextIO
 
 from tqdm import tqdm
 
-from interplay.distributed.partition import Partition
-from interplay.generator.catalog import Catalog
-from interplay.generator.config import ROLES, GenerateConfig
-from interplay.generator.conversation import Conversation
-from interplay.generator.parsing import ReplyParser
-from interplay.generator.plan import count_planned, iter_plan
-from interplay.generator.prompts import recommender_system_prompt, role_messages, user_system_prompt
-from interplay.generator.records import RoleInfo, to_record
-from interplay.generator.scheduler import RoleClient, Scheduler
-from interplay.generator.seeds import SeedScan, scan_seeds
-from interplay.generator.writer import CorpusWriter, OutputError
+from interplay.common.partition import Partition
+from interplay.common.roles import ROLES
+from interplay.generator.config import GenerateConfig
+from interplay.generator.dialogue.conversation import Conversation
+from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.dialogue.prompts import recommender_system_prompt, role_messages, user_system_prompt
+from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.inputs.seeds import SeedScan, scan_seeds
+from interplay.generator.output.records import RoleInfo, to_record
+from interplay.generator.output.writer import CorpusWriter, OutputError
+from interplay.generator.runtime.plan import count_planned, iter_plan
+from interplay.generator.runtime.scheduler import RoleClient, Scheduler
 
 OpenEngines = Callable[[GenerateConfig], AbstractAsyncContextManager[dict[str, RoleClient]]]
 
@@ -35,7 +36,7 @@ def resolve_seeds(config: GenerateConfig) -> tuple[Path, Path]:
     s = config.seeds
     if s.source == "file":
         return Path(s.path).expanduser(), Path(s.catalog).expanduser()
-    from interplay.generator.movielens import build_movielens
+    from interplay.generator.inputs.movielens import build_movielens
     from interplay.prepare import default_movielens_dir
 
     return build_movielens(default_movielens_dir(), targets_per_user=s.targets_per_user,

@@ -29,17 +29,17 @@ import re
 from pathlib import Path
 from typing import Any, TextIO
 
-
-from interplay.distributed.partition import Partition
-from interplay.generator.catalog import Catalog
-from interplay.generator.config import ROLES, GenerateConfig
-from interplay.generator.conversation import Completion, Conversation, Outcome, turn_seed
-from interplay.generator.parsing import ReplyParser
-from interplay.generator.plan import iter_plan
-from interplay.generator.prompts import format_attributes
-from interplay.generator.records import RoleInfo, to_record
-from interplay.generator.run import Generation, OpenEngines, stop_on_sigint
-from interplay.generator.scheduler import EngineDead, RoleClient
+from interplay.common.partition import Partition
+from interplay.common.roles import ROLES
+from interplay.generator.config import GenerateConfig
+from interplay.generator.dialogue.conversation import Completion, Conversation, Outcome, turn_seed
+from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.dialogue.prompts import format_attributes
+from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.output.records import RoleInfo, to_record
+from interplay.generator.runtime.plan import iter_plan
+from interplay.generator.runtime.run import Generation, OpenEngines, stop_on_sigint
+from interplay.generator.runtime.scheduler import EngineDead, RoleClient
 
 MODE = "single-llm"
 

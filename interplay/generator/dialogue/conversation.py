@@ -12,10 +12,10 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 
-from interplay.generator.catalog import Catalog
-from interplay.generator.parsing import ReplyParser
-from interplay.generator.rendering import PromptCache
-from interplay.generator.seeds import Seed
+from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.dialogue.rendering import PromptCache
+from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.inputs.seeds import Seed
 
 
 class Outcome(str, enum.Enum):

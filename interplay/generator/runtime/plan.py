@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 
-from interplay.generator.conversation import Conversation
-from interplay.generator.seeds import iter_seeds
+from interplay.generator.dialogue.conversation import Conversation
+from interplay.generator.inputs.seeds import iter_seeds
 
 
 def conversation_id(seed_id: str, pass_index: int) -> str:

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from interplay.distributed.partition import Partition
+from interplay.common.partition import Partition
 from interplay.generator.config import ConfigError, load_config, parse_override
-from interplay.generator.scheduler import EngineDead
+from interplay.generator.runtime.scheduler import EngineDead
 from interplay.logs import engine_logs_to
 
 HELP = "generate a corpus (resumes when rerun on the same --output)"
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace a run with a different config in --output")
     parser.add_argument("--baseline", choices=["single-llm"],
                         help="instead of two LLMs talking, the reference-dependent baseline: one LLM writes the "
-                             "whole dialogue knowing the target (interplay/generator/baseline.py)")
+                             "whole dialogue knowing the target (interplay/generator/runtime/baseline.py)")
     parser.add_argument("--num-partitions", "--num-shards", type=int, default=1, metavar="N",
                         help="split the run into N disjoint partitions (by seed-id hash) that separate processes "
                              "generate into the same --output, e.g. a SLURM array; see `interplay status`")
@@ -60,8 +60,8 @@ def _summary(manifest: dict[str, Any], out_dir: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from interplay.generator.engine import EngineStartError, check_config, open_engines
-    from interplay.generator.run import Generation
+    from interplay.generator.runtime.engine import EngineStartError, check_config, open_engines
+    from interplay.generator.runtime.run import Generation
 
     overrides = dict(parse_override(text) for text in args.set)
     if args.num_dialogues is not None:
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
         return _run_on_ray(config, args)
     partition = _partition(args)
     if getattr(args, "baseline", None):
-        from interplay.generator.baseline import BaselineGeneration as Generation  # noqa: F811
+        from interplay.generator.runtime.baseline import BaselineGeneration as Generation  # noqa: F811
     generation = Generation(config, args.output, overwrite=args.overwrite,
                             **({"partition": partition} if partition else {}))
     print(f"interplay: {generation.num_already_done} of {config.num_dialogues} dialogues already in "

@@ -1,0 +1,3 @@
+"""The two roles of a simulated conversation, in speaking order: the user simulator opens."""
+
+ROLES = ("user", "recommender")
