@@ -37,7 +37,7 @@ async def run_waves(config: GenerateConfig, clients: dict[str, Any], out_dir: st
                           dialogues_per_shard=config.dialogues_per_shard, overwrite=True)
     roles = {r: RoleInfo(clients[r].model, getattr(config, r).adapter, config.sampling(r)) for r in ROLES}
     parser = ReplyParser(config.conversation.accept_marker, config.conversation.quit_marker)
-    messages = prompt_messages(config)
+    messages = prompt_messages(config, catalog)
     max_turns = config.conversation.max_turns
     plan = iter_plan(seeds_path, num_valid=scan.num_valid, num_dialogues=config.num_dialogues, done=set(),
                      max_summary_chars=config.seeds.max_summary_chars)

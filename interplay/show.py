@@ -11,7 +11,7 @@ from interplay.generator.output.writer import OutputError, read_manifest, shard_
 
 HELP = "print a few dialogues of a corpus"
 
-COLUMNS = ["conversation_id", "outcome", "error", "turns", "preference_summary", "target_attributes",
+COLUMNS = ["conversation_id", "protocol", "outcome", "error", "turns", "preference_summary", "target_attributes",
            "target_item_id", "accepted_item_id", "target_rank"]
 
 
@@ -19,24 +19,46 @@ def _attributes(value: list[dict]) -> str:
     return "; ".join(f"{a['name']}: {', '.join(a['values'])}" for a in value or [])
 
 
+def _catalog_titles(manifest: dict) -> dict[str, str]:
+    """item id -> "Title (Year)" from the run's catalog, if it is still there (else candidates show as ids)."""
+    from interplay.generator.inputs.catalog import Catalog, CatalogError
+
+    path = (manifest.get("catalog") or {}).get("path")
+    try:
+        return {item.item_id: item.display for item in Catalog.load(path)} if path else {}
+    except CatalogError:
+        return {}
+
+
+def _names(item_ids: list[str], titles: dict[str, str]) -> str:
+    return "; ".join(titles.get(i, i) for i in item_ids)
+
+
 def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
-    if read_manifest(out_dir) is None:
+    manifest = read_manifest(out_dir)
+    if manifest is None:
         raise OutputError(f"{out_dir} holds no manifest.json: not an interplay output directory")
+    titles = _catalog_titles(manifest) if num > 0 else {}
     shown = 0
     if num <= 0:
         return
     for path in shard_files(out_dir):
-        for row in pq.read_table(path, columns=COLUMNS).to_pylist():
+        table = pq.read_table(path)
+        for row in table.select([c for c in COLUMNS if c in table.column_names]).to_pylist():
             if outcome and row["outcome"] != outcome:
                 continue
+            protocol = f"  protocol: {row['protocol']}" if row.get("protocol") else ""
             print(f"=== {row['conversation_id']}  outcome: {row['outcome']}"
-                  + (f" ({row['error']})" if row["error"] else ""))
+                  + (f" ({row['error']})" if row["error"] else "") + protocol)
             print(textwrap.fill(f"preference summary: {row['preference_summary']}", 110,
                                 subsequent_indent="    "))
             print(f"target attributes: {_attributes(row['target_attributes'])}   held-out target: "
                   f"{row['target_item_id']}   accepted: {row['accepted_item_id']}   "
                   f"target rank: {row['target_rank']}")
             for turn in row["turns"]:
+                if turn.get("candidate_item_ids"):
+                    print(textwrap.fill(f"  (shown to the recommender: {_names(turn['candidate_item_ids'], titles)})",
+                                        110, subsequent_indent="    "))
                 label = "USER" if turn["role"] == "user" else "RECOMMENDER"
                 items = f"   -> items {turn['item_ids']}" if turn["item_ids"] else ""
                 print(textwrap.fill(f"{label}: {turn['text']}", 110, subsequent_indent="    ") + items)

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import CATALOG_ROWS, make_seeds
 
+from conftest import CATALOG_ROWS, make_seeds
 from fake_engine import fake_open_engines, make_clients
 from interplay.cli import main
 from interplay.generator.runtime import engine

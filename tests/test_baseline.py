@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import make_catalog, make_seeds
 
+from conftest import make_catalog, make_seeds
 from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.generator.dialogue.conversation import Completion, Conversation
 from interplay.generator.dialogue.parsing import ReplyParser

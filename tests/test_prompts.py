@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_catalog
 from interplay.generator.config import load_config
 from interplay.generator.dialogue.conversation import Conversation, Turn
 from interplay.generator.dialogue.prompts import (
@@ -77,7 +78,7 @@ def test_recommender_system_prompt_contents():
 
 
 def test_rendered_user_prompt_has_seed_never_target():
-    render = prompt_messages(config())
+    render = prompt_messages(config(), make_catalog())
     for k in range(0, len(HISTORY) + 1, 2):  # the user's turns: histories of even length
         messages = render(conversation(HISTORY[:k]), "user")
         assert SUMMARY in messages[0]["content"]
@@ -86,7 +87,7 @@ def test_rendered_user_prompt_has_seed_never_target():
 
 
 def test_rendered_recommender_prompt_has_no_seed():
-    render = prompt_messages(config())
+    render = prompt_messages(config(), make_catalog())
     for k in range(1, len(HISTORY) + 1, 2):  # the recommender's turns
         text = all_text(render(conversation(HISTORY[:k]), "recommender"))
         assert SUMMARY not in text
@@ -98,7 +99,7 @@ def test_rendered_recommender_prompt_has_no_seed():
 def test_rendered_prompts_use_config():
     cfg = config(**{"conversation.item_noun": "podcast", "conversation.accept_marker": "<<yes>>",
                     "recommender.system_prompt": "Recommend {item}s only."})
-    render = prompt_messages(cfg)
+    render = prompt_messages(cfg, make_catalog())
     user = render(conversation([]), "user")
     assert "<<yes>>" in user[0]["content"] and "podcast" in user[0]["content"]
     assert user[1]["content"] == USER_OPENING.format(item="podcast")
@@ -181,7 +182,7 @@ def test_role_messages_grow_by_appending(history: list[tuple[str, str]], role: s
 @pytest.mark.parametrize("role", ["user", "recommender"])
 def test_rendered_prompts_grow_by_appending(role: str):
     # the real renderer: the system prompt must not depend on how far the conversation is
-    render = prompt_messages(config())
+    render = prompt_messages(config(), make_catalog())
     previous = None
     for k in range(len(HISTORY) + 1):
         messages = render(conversation(HISTORY[:k]), role)

@@ -41,6 +41,23 @@ def test_incremental_equals_full_encode_every_turn(tokenizer):
     assert num_advanced > 500  # the cache really was used, not bypassed
 
 
+def test_a_started_reply_is_continued_and_still_spliced(tokenizer):
+    """A prompt that ends with an unfinished assistant message (a reply opener) leaves it open for the model, and
+    the incremental path still equals a full encode, turn after turn."""
+    renderer = PromptRenderer(tokenizer, num_checked=0)
+    cache = PromptCache()
+    messages = [{"role": "system", "content": "s"}]
+    for t in range(6):
+        messages.append({"role": "user", "content": f"I want something {t}."})
+        started = messages + [{"role": "assistant", "content": "How about"}]
+        ids = renderer.render(started, cache)
+        assert ids == renderer.full(started)
+        text = tokenizer.decode(ids)
+        assert text.endswith("<|im_start|>assistant\nHow about")
+        messages.append({"role": "assistant", "content": f"How about Film {t} (1990)?"})
+    assert len(cache.text) > 0
+
+
 def test_cache_holds_a_prefix_cut_before_the_generation_prompt(tokenizer):
     renderer = PromptRenderer(tokenizer)
     cache = PromptCache()
@@ -95,7 +112,8 @@ class _FirstPieceTokenizer:
     def convert_tokens_to_ids(self, token: str) -> int:
         return _FirstPieceBackend.SPECIAL[token]
 
-    def apply_chat_template(self, messages, add_generation_prompt, tokenize, return_dict=False):
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize, return_dict=False,
+                            continue_final_message=False):
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         text += "<|im_start|>assistant\n" if add_generation_prompt else ""
         return self._tokenizer.encode(text).ids if tokenize else text

@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_seeds
 
+from conftest import make_catalog, make_seeds
 from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.common.roles import ROLES
 from interplay.generator.config import GenerateConfig
@@ -145,7 +145,7 @@ def test_prompt_messages_use_the_seed_and_each_side(make_config) -> None:
     config = make_config(conversation={"max_turns": 6, "item_noun": "film"})
     seed = make_seeds(3)[2]
     conv = Conversation("x", 0, seed)
-    render = prompt_messages(config)
+    render = prompt_messages(config, make_catalog())
     user = render(conv, "user")
     assert user[0]["role"] == "system" and seed.preference_summary in user[0]["content"]
     assert "genres: Sci-Fi; decade: 1990s" in user[0]["content"] and "[ACCEPT]" in user[0]["content"]

@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import pytest
-from conftest import make_catalog, make_seeds
 
+from conftest import make_catalog, make_seeds
 from fake_engine import EngineLog, FakeClient, make_clients
 from interplay.generator.dialogue.conversation import Conversation, Outcome, turn_seed
 from interplay.generator.dialogue.parsing import ReplyParser

@@ -15,6 +15,7 @@ import pytest
 from interplay.generator.config import load_config
 from interplay.generator.dialogue.conversation import Conversation, Turn
 from interplay.generator.dialogue.prompts import USER_OPENING, recommender_system_prompt, user_system_prompt
+from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.inputs.seeds import Seed
 from interplay.generator.runtime.run import prompt_messages
 from interplay.training.config import PromptSettings
@@ -93,7 +94,7 @@ def test_prompts_are_the_generators_token_for_token(tokenizer, role: str):
     are that prompt, rendered the way engine.VllmRoleClient.render renders it."""
     config = load_config(None, {"engine.model": "HuggingFaceTB/SmolLM2-135M-Instruct"})
     conv = Conversation("d1", 0, Seed("d1", SUMMARY, ATTRS, "m-42"))
-    render = prompt_messages(config)
+    render = prompt_messages(config, Catalog([]))
     ex = example(tokenizer, role)
     starts = [a for a, _ in loss_spans(ex)]
     k = 0

@@ -1,9 +1,10 @@
 """The generation config: one YAML file, validated by pydantic before any engine starts.
 
+    protocol: reference_free      # or reference: the teacher, whose user simulator knows the target
     topology: shared              # shared: one engine serves both roles; separate: one engine per role
     engine: {model: ..., max_model_len: 2048}   # vLLM engine arguments (AsyncEngineArgs), passed through
     user:        {engine: {}, adapter: null, sampling: {temperature: 0.9, max_tokens: 96}}
-    recommender: {engine: {}, adapter: null, sampling: {...}}
+    recommender: {engine: {}, adapter: null, sampling: {...}, num_candidates: 5}
     seeds: {source: movielens}    # or {source: file, path: seeds.parquet, catalog: catalog.parquet}
     conversation: {max_turns: 10}
     max_in_flight: 64
@@ -86,6 +87,17 @@ class RoleConfig(_Strict):
         return int(json.loads((Path(self.adapter) / "adapter_config.json").read_text()).get("r", 0))
 
 
+class RecommenderConfig(RoleConfig):
+    num_candidates: int | None = Field(
+        None, ge=0, description="catalog items shown to the recommender before each of its turns. reference_free: "
+                                "the k items that best match what the user said so far (BM25; default 0, none); "
+                                "reference: the target and k-1 distractors (default 3)")
+    reply_openers: list[str] | None = Field(
+        None, description="each recommender reply starts with one of these (chosen per conversation and turn), "
+                          "so a small model names an item instead of talking around it; [] for none. Default: "
+                          "none under reference_free, a few plain openers under reference")
+
+
 class SeedsConfig(_Strict):
     source: Literal["movielens", "file"] = "movielens"
     path: str | None = Field(None, description="seeds file (.parquet or .jsonl), source: file")
@@ -113,11 +125,20 @@ class ConversationConfig(_Strict):
     quit_marker: str = Field("[QUIT]", min_length=1, description="the user simulator emits it to give up")
 
 
+PROTOCOLS = ("reference_free", "reference")
+# Candidates the recommender is shown when recommender.num_candidates is not set.
+DEFAULT_NUM_CANDIDATES = {"reference_free": 0, "reference": 3}
+
+
 class GenerateConfig(_Strict):
+    protocol: Literal["reference_free", "reference"] = Field(
+        "reference_free", description="reference_free: the user simulator never knows the target (the method); "
+                                      "reference: it does, and the recommender picks from a shortlist holding it "
+                                      "(teacher dialogues to train on)")
     topology: Literal["shared", "separate"] = "shared"
     engine: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments (all engines)")
     user: RoleConfig = Field(default_factory=RoleConfig)
-    recommender: RoleConfig = Field(default_factory=RoleConfig)
+    recommender: RecommenderConfig = Field(default_factory=RecommenderConfig)
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     conversation: ConversationConfig = Field(default_factory=ConversationConfig)
     seed: int = Field(0, description="run seed: per-turn sampling seeds derive from it")
@@ -151,6 +172,13 @@ class GenerateConfig(_Strict):
             if rank is not None and rank > max_rank:
                 raise ValueError(f"{role}.adapter: rank {rank} is above max_lora_rank={max_rank}; "
                                  f"set engine.max_lora_rank: {rank}")
+        template = self.user.system_prompt
+        if self.protocol == "reference_free" and template is not None and "{target}" in template:
+            raise ValueError("user.system_prompt: {target} is only for protocol: reference; a reference-free user "
+                             "simulator never knows the target")
+        if self.protocol == "reference" and self.num_candidates < 1:
+            raise ValueError("recommender.num_candidates: the reference protocol shows the target among the "
+                             "candidates, so it needs at least 1")
         return self
 
     def engine_args(self, role: str) -> dict[str, Any]:
@@ -166,6 +194,21 @@ class GenerateConfig(_Strict):
             ranks = [getattr(self, r).adapter_rank for r in served]
             args.setdefault("max_lora_rank", max(16, *ranks))
         return args
+
+    @property
+    def num_candidates(self) -> int:
+        """Catalog items shown to the recommender before each turn (0: none)."""
+        k = self.recommender.num_candidates
+        return DEFAULT_NUM_CANDIDATES[self.protocol] if k is None else k
+
+    @property
+    def reply_openers(self) -> list[str]:
+        from interplay.generator.dialogue.prompts import DEFAULT_OPENERS
+
+        openers = self.recommender.reply_openers
+        if openers is None:
+            return list(DEFAULT_OPENERS) if self.protocol == "reference" else []
+        return [o for o in openers if o.strip()]
 
     def sampling(self, role: str) -> dict[str, Any]:
         return {**DEFAULT_SAMPLING, **getattr(self, role).sampling}

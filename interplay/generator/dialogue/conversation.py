@@ -1,7 +1,8 @@
 """One conversation's state: turns, whose turn it is, how it ended, and what was recommended.
 
 The scheduler drives it; this module decides nothing about timing. The user simulator speaks first and turns
-alternate. A conversation ends when the user accepts (marker), gives up (marker), at max_turns, when the next
+alternate. A conversation ends when the user accepts (marker; under the reference protocol: the turn right after
+the target was suggested), gives up (marker), at max_turns, when the next
 prompt would not fit the context (context_limit), when a reply is unusable (bad_reply) or when the request
 failed (error).
 """
@@ -38,6 +39,7 @@ class Turn:
     finish_reason: str | None
     item_ids: list[str]       # catalog items named in this turn, in order of mention
     note: str | None = None   # parsing repair or problem
+    candidate_item_ids: list[str] = field(default_factory=list)  # recommender turns: the catalog items it was shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,10 @@ class Conversation:
     error: str | None = None
     accepted_item_id: str | None = None
     prompt_caches: dict[str, PromptCache] = field(default_factory=dict)  # by role, while in flight
+    # The candidates chosen for the recommender turn being generated: chosen once, before its first render, so a
+    # retried render shows the same ones; moved onto that turn when it arrives.
+    pending_candidates: list[str] | None = None
+    pending_opener: str = ""  # the words the recommender's pending reply was started with (part of its turn)
 
     @property
     def next_role(self) -> str:
@@ -82,22 +88,46 @@ class Conversation:
     def finish(self, outcome: Outcome, error: str | None = None) -> None:
         self.outcome, self.error = outcome, error
 
-    def add_reply(self, completion: Completion, parser: ReplyParser, catalog: Catalog, max_turns: int) -> None:
+    @property
+    def target_just_suggested(self) -> bool:
+        """Did the latest recommender turn name the held-out target?"""
+        last = self.turns[-1] if self.turns else None
+        target = self.seed.target_item_id
+        return last is not None and last.role == "recommender" and target is not None and target in last.item_ids
+
+    def add_reply(self, completion: Completion, parser: ReplyParser, catalog: Catalog, max_turns: int, *,
+                  reference: bool = False) -> None:
+        """Record the next turn and decide whether the conversation ends. Under the reference protocol the
+        acceptance follows the grounding: the user's turn right after the target was suggested accepts it, and an
+        accept marker anywhere else is ignored."""
         role = self.next_role
-        parsed = parser.user_reply(completion.text) if role == "user" else parser.recommender_reply(completion.text)
+        raw = completion.text
+        if role == "recommender" and self.pending_opener:
+            raw = self.pending_opener + raw
+        parsed = parser.user_reply(raw) if role == "user" else parser.recommender_reply(raw)
         item_ids = catalog.ground(parsed.text) if parsed.text else []
-        self.turns.append(Turn(role, parsed.text, completion.text, completion.num_prompt_tokens,
+        target_offered = role == "user" and self.target_just_suggested
+        candidates = (self.pending_candidates or []) if role == "recommender" else []
+        self.pending_candidates, self.pending_opener = None, ""
+        self.turns.append(Turn(role, parsed.text, raw, completion.num_prompt_tokens,
                                completion.num_output_tokens, completion.num_cached_tokens,
-                               completion.finish_reason, item_ids, parsed.note))
-        can_accept = parsed.is_accept and bool(self.recommended_item_ids)
-        if parsed.is_accept and not can_accept:
-            # Nothing was recommended yet, so there is nothing to accept: keep talking, but say so.
-            self.turns[-1].note = "accept marker before any recommendation, ignored"
+                               completion.finish_reason, item_ids, parsed.note, candidates))
+        if reference:
+            can_accept = target_offered
+            if target_offered and not parsed.is_accept:
+                self.turns[-1].note = "accept recorded by the protocol: the target was suggested"
+            elif parsed.is_accept and not target_offered:
+                self.turns[-1].note = "accept marker, but the target was not just suggested: ignored"
+        else:
+            can_accept = parsed.is_accept and bool(self.recommended_item_ids)
+            if parsed.is_accept and not can_accept:
+                # Nothing was recommended yet, so there is nothing to accept: keep talking, but say so.
+                self.turns[-1].note = "accept marker before any recommendation, ignored"
         if not parsed.text and not (can_accept or parsed.is_quit):
             # An empty turn would reach the other role as an empty message and the corpus as empty content.
             self.finish(Outcome.BAD_REPLY, f"{parsed.note or self.turns[-1].note} (empty {role} turn)")
         elif can_accept:
-            self.accepted_item_id = self._accepted_item(item_ids)
+            self.accepted_item_id = self.seed.target_item_id if reference else self._accepted_item(item_ids)
             self.finish(Outcome.ACCEPTED)
         elif parsed.is_quit:
             self.finish(Outcome.GAVE_UP)

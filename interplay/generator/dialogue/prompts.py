@@ -1,7 +1,9 @@
 """Prompt rendering for both roles, shared by generation and training so that both see identical prompts.
 
-The user simulator sees its preference summary and target attributes (never the target item); the recommender
-sees only the conversation. Each role sees the dialogue from its own side: its own turns are `assistant`
+Under the reference-free protocol (the method) the user simulator sees its preference summary and target
+attributes, never the target item; the recommender sees only the conversation, plus the catalog candidates it is
+shown (attached to the user message they follow). Under the reference protocol (the teacher) the user simulator
+also knows the target, and each recommender message reaches it with a note saying whether it is the target. Each role sees the dialogue from its own side: its own turns are `assistant`
 messages, the other role's turns are `user` messages. Histories only grow by appending, so every turn's prompt
 starts with the previous turn's prompt and vLLM's prefix cache serves it.
 """
@@ -11,13 +13,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 USER_SYSTEM = """\
-You are a person chatting with a {item} recommender to find a {item} to watch tonight.
+You are a person chatting with a {item} recommender to find a {item} for tonight.
 About you: {preference_summary}
 What you are in the mood for now: {target_attributes}.
 Write only your own short messages (one or two sentences), never the recommender's. Say what you want, answer \
 its questions, and react to every {item} it suggests, saying why it fits or not. When it suggests a {item} that \
 matches what you want now, say which one you pick and end your message with {accept_marker}. If nothing fits \
 after several suggestions, say goodbye and end your message with {quit_marker}."""
+
+# The teacher's user simulator: PEARL's seeker, who knows the target item and steers towards it without naming it.
+USER_SYSTEM_REFERENCE = """\
+You are a person chatting with a {item} recommender to find a {item} for tonight.
+About you: {preference_summary}
+What you are in the mood for now: {target_attributes}.
+The {item} you are secretly hoping for is {target}. Never say its title: describe what you want so the \
+recommender can find it. Write only your own short messages (one or two sentences), never the recommender's. \
+When it suggests another {item}, say in a few words why it does not fit you. When it suggests {target}, say \
+you will take it and end your message with {accept_marker}."""
+
+# Notes the teacher's user simulator reads after each recommender message; never stored, never trained on.
+TARGET_SUGGESTED_NOTE = "\n\n(This is {target}, the {item} you were hoping for: take it.)"
+OTHER_SUGGESTED_NOTE = "\n\n(Not the {item} you are hoping for.)"
 
 # The simulator speaks first, but chat templates expect a user message before the first assistant one, and small
 # models answer a greeting far better than an instruction: the simulator's prompt opens with this greeting,
@@ -26,11 +42,22 @@ USER_OPENING = "Hi! What kind of {item} are you in the mood for today?"
 
 RECOMMENDER_SYSTEM = """\
 You are a friendly {item} recommender chatting with a user. Ask short questions to learn what they want, then \
-recommend {item}s that fit. Name every {item} exactly as Title (Year). Suggest one or two {item}s per message \
-with a short reason, and suggest different ones when the user rejects them. Keep your messages short."""
+recommend {item}s that fit. Name every {item} exactly as Title (Year). Suggest one {item} per message with a \
+short reason, and a different one when the user rejects it. Keep your messages short."""
+
+# A small model asked to "suggest a movie" often talks around it; started on one of these words, it names one. The
+# opener is part of the stored turn (the recommender said it), chosen per conversation and turn.
+DEFAULT_OPENERS = ("How about", "You might like", "I would suggest", "Have you seen", "Try")
+
+# Added to the recommender's system prompt when it is shown catalog candidates.
+CANDIDATES_INSTRUCTION = """ A user message may end with a list of catalog {item}s that fit what they said: \
+pick the one that fits best and suggest it by its exact name. Never copy the list."""
+# Attached to the user message it follows, in the recommender's view only; kept in its history, so prompts still
+# only grow by appending.
+CANDIDATES_NOTE = "\n\n[catalog: {candidates}]"
 
 
-PLACEHOLDERS = ("item", "preference_summary", "target_attributes", "accept_marker", "quit_marker")
+PLACEHOLDERS = ("item", "preference_summary", "target_attributes", "accept_marker", "quit_marker", "target")
 
 
 def check_template(template: str) -> None:
@@ -51,14 +78,23 @@ def format_attributes(attributes: Mapping[str, Sequence[str]]) -> str:
 
 def user_system_prompt(preference_summary: str, target_attributes: Mapping[str, Sequence[str]], *,
                        item: str = "movie", accept_marker: str = "[ACCEPT]", quit_marker: str = "[QUIT]",
-                       template: str | None = None) -> str:
-    return (template or USER_SYSTEM).format(
+                       template: str | None = None, target: str | None = None) -> str:
+    """The user simulator's system prompt; `target` (the item's display name) only under the reference protocol."""
+    default = USER_SYSTEM if target is None else USER_SYSTEM_REFERENCE
+    return (template or default).format(
         item=item, preference_summary=preference_summary, target_attributes=format_attributes(target_attributes),
-        accept_marker=accept_marker, quit_marker=quit_marker)
+        accept_marker=accept_marker, quit_marker=quit_marker, target=target or "")
 
 
-def recommender_system_prompt(*, item: str = "movie", template: str | None = None) -> str:
-    return (template or RECOMMENDER_SYSTEM).format(item=item)
+def recommender_system_prompt(*, item: str = "movie", template: str | None = None,
+                              with_candidates: bool = False) -> str:
+    default = RECOMMENDER_SYSTEM + (CANDIDATES_INSTRUCTION if with_candidates else "")
+    return (template or default).format(item=item)
+
+
+def candidates_note(names: Sequence[str], *, item: str = "movie") -> str:
+    """The note a user message carries in the recommender's view: the catalog items it was shown then."""
+    return CANDIDATES_NOTE.format(item=item, candidates=" | ".join(names)) if names else ""
 
 
 def role_messages(role: str, system: str, history: Sequence[tuple[str, str]], *,

@@ -32,6 +32,13 @@ class PromptCache:
     ids: list[int] = field(default_factory=list)
 
 
+def _template_flags(messages: list[dict[str, str]]) -> dict[str, bool]:
+    """A prompt ends with the generation prompt of the next turn, or, when it ends with an unfinished assistant
+    message (a reply started for the model), with that message left open for the model to continue."""
+    continues = messages[-1]["role"] == "assistant"
+    return {"add_generation_prompt": not continues, "continue_final_message": continues}
+
+
 class PromptRenderer:
     def __init__(self, tokenizer: Any, *, num_checked: int = NUM_CHECKED):
         self.tokenizer = tokenizer
@@ -44,13 +51,13 @@ class PromptRenderer:
 
     def full(self, messages: list[dict[str, str]]) -> list[int]:
         """The reference: the template rendered and encoded in one call, as vLLM's chat entrypoints do."""
-        return list(self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+        return list(self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False,
+                                                       **_template_flags(messages)))
 
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
         if cache is None or not self.is_incremental:
             return self.full(messages)
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, **_template_flags(messages))
         start = len(cache.text) if cache.text and text.startswith(cache.text) else 0
         tail = text[start:]
         encoding = self._backend.encode(tail, add_special_tokens=False)

@@ -116,7 +116,11 @@ def _normalize_attributes(value: Any) -> dict[str, list[str]] | str:
     return out if out else "empty target_attributes"
 
 
-def _validate(row: dict[str, Any], max_summary_chars: int, known_items: Container[str] | None) -> Seed | str:
+NO_TARGET = "no target_item_id (protocol: reference needs one)"
+
+
+def _validate(row: dict[str, Any], max_summary_chars: int, known_items: Container[str] | None,
+              require_target: bool = False) -> Seed | str:
     """Turn one raw row into a Seed, or return the reason to skip it."""
     for name in REQUIRED_COLUMNS:
         if row.get(name) is None:
@@ -145,6 +149,8 @@ def _validate(row: dict[str, Any], max_summary_chars: int, known_items: Containe
     # A target the catalog does not hold could never be grounded, so every "target recommended" would be false.
     if item and known_items is not None and item not in known_items:
         return "target_item_id not in catalog"
+    if require_target and not item:
+        return NO_TARGET
     return Seed(sid, summary, attrs, item or None)
 
 
@@ -224,14 +230,15 @@ def _id_key(seed_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(seed_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def _checked(path: str, max_summary_chars: int, known_items: Container[str] | None) -> Iterator[Seed | str]:
+def _checked(path: str, max_summary_chars: int, known_items: Container[str] | None,
+             require_target: bool = False) -> Iterator[Seed | str]:
     """The single validation pass shared by scan_seeds and iter_seeds."""
     rows = _open_rows(path)
 
     def gen() -> Iterator[Seed | str]:
         seen: set[int] = set()
         for row in rows:
-            result = row if isinstance(row, str) else _validate(row, max_summary_chars, known_items)
+            result = row if isinstance(row, str) else _validate(row, max_summary_chars, known_items, require_target)
             if isinstance(result, Seed):
                 key = _id_key(result.seed_id)
                 if key in seen:
@@ -249,14 +256,15 @@ def _no_usable(path: str, num_rows: int, skipped: dict[str, int]) -> SeedError:
 
 
 def scan_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000,
-               known_items: Container[str] | None = None) -> SeedScan:
+               known_items: Container[str] | None = None, require_target: bool = False) -> SeedScan:
     """Validate the whole file (streaming) and count valid rows and skip reasons.
 
-    With `known_items` (the catalog's ids), a seed whose target_item_id is not among them is skipped."""
+    With `known_items` (the catalog's ids), a seed whose target_item_id is not among them is skipped; with
+    `require_target`, so is a seed without one."""
     path = os.fspath(path)
     num_rows = num_valid = 0
     skipped: dict[str, int] = {}
-    for result in _checked(path, max_summary_chars, known_items):
+    for result in _checked(path, max_summary_chars, known_items, require_target):
         num_rows += 1
         if isinstance(result, Seed):
             num_valid += 1
@@ -268,14 +276,14 @@ def scan_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000,
 
 
 def iter_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000,
-               known_items: Container[str] | None = None) -> Iterator[Seed]:
+               known_items: Container[str] | None = None, require_target: bool = False) -> Iterator[Seed]:
     """Yield the valid seeds in file order, streaming.
 
     File-level problems (type, missing file, missing column) raise SeedError
     at call time; a file with no valid row raises it once exhausted.
     """
     path = os.fspath(path)
-    results = _checked(path, max_summary_chars, known_items)
+    results = _checked(path, max_summary_chars, known_items, require_target)
 
     def gen() -> Iterator[Seed]:
         num_rows = 0

@@ -29,12 +29,14 @@ TURN_TYPE = pa.struct([
     ("finish_reason", pa.string()),
     ("item_ids", pa.list_(pa.string())),
     ("note", pa.string()),
+    ("candidate_item_ids", pa.list_(pa.string())),  # recommender turns: the catalog items it was shown first
 ])
 
 SCHEMA = pa.schema([
     pa.field("conversation_id", pa.string(), nullable=False),
     pa.field("conversation_index", pa.int64(), nullable=False),
     pa.field("seed_id", pa.string(), nullable=False),
+    pa.field("protocol", pa.string()),              # reference_free, reference, or single_llm (the baseline)
     pa.field("messages", pa.list_(MESSAGE_TYPE)),
     pa.field("turns", pa.list_(TURN_TYPE)),
     pa.field("outcome", pa.string(), nullable=False),
@@ -64,18 +66,20 @@ class RoleInfo:
     sampling: dict[str, Any]
 
 
-def to_record(conv: Conversation, roles: dict[str, RoleInfo]) -> dict[str, Any]:
+def to_record(conv: Conversation, roles: dict[str, RoleInfo], *, protocol: str = "reference_free") -> dict[str, Any]:
     seed = conv.seed
     rank = conv.target_rank
     record = {
         "conversation_id": conv.conversation_id,
         "conversation_index": conv.conversation_index,
         "seed_id": seed.seed_id,
+        "protocol": protocol,
         "messages": corpus_messages(conv.history),
         "turns": [{
             "role": t.role, "text": t.text, "raw_text": t.raw_text, "num_prompt_tokens": t.num_prompt_tokens,
             "num_output_tokens": t.num_output_tokens, "num_cached_tokens": t.num_cached_tokens,
             "finish_reason": t.finish_reason, "item_ids": t.item_ids, "note": t.note,
+            "candidate_item_ids": t.candidate_item_ids,
         } for t in conv.turns],
         "outcome": conv.outcome.value if conv.outcome else None,
         "error": conv.error,

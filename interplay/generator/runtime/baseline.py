@@ -226,7 +226,7 @@ class BaselineGeneration(Generation):
                         if conv is None:
                             return
                         await self.dialogue(client, conv)
-                        self.writer.add(to_record(conv, roles))
+                        self.writer.add(to_record(conv, roles, protocol="single_llm"))
                         bar.update(1)
 
                 workers = [asyncio.create_task(worker()) for _ in range(cfg.max_in_flight)]

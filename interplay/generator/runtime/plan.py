@@ -20,9 +20,10 @@ def conversation_id(seed_id: str, pass_index: int) -> str:
 
 def iter_plan(seeds_path: str | Path, *, num_valid: int, num_dialogues: int, done: Container[int],
               max_summary_chars: int = 4000, owns: Callable[[str], bool] | None = None,
-              known_items: Container[str] | None = None) -> Iterator[Conversation]:
+              known_items: Container[str] | None = None, require_target: bool = False) -> Iterator[Conversation]:
     """The conversations still to generate, in order; `owns(seed_id)` keeps one partition's share of them.
-    `max_summary_chars` and `known_items` must be those the seeds were scanned with (see seeds.scan_seeds)."""
+    `max_summary_chars`, `known_items` and `require_target` must be those the seeds were scanned with (see
+    seeds.scan_seeds)."""
     index = 0
     pass_index = 0
     while index < num_dialogues:
@@ -31,7 +32,8 @@ def iter_plan(seeds_path: str | Path, *, num_valid: int, num_dialogues: int, don
             index += num_valid
             pass_index += 1
             continue
-        for seed in iter_seeds(seeds_path, max_summary_chars=max_summary_chars, known_items=known_items):
+        for seed in iter_seeds(seeds_path, max_summary_chars=max_summary_chars, known_items=known_items,
+                               require_target=require_target):
             if index >= num_dialogues:
                 return
             if index not in done and (owns is None or owns(seed.seed_id)):
@@ -41,9 +43,11 @@ def iter_plan(seeds_path: str | Path, *, num_valid: int, num_dialogues: int, don
 
 
 def count_planned(seeds_path: str | Path, *, num_valid: int, num_dialogues: int, max_summary_chars: int = 4000,
-                  owns: Callable[[str], bool] | None = None, known_items: Container[str] | None = None) -> int:
+                  owns: Callable[[str], bool] | None = None, known_items: Container[str] | None = None,
+                  require_target: bool = False) -> int:
     """How many of the first `num_dialogues` conversations a partition owns (all of them without `owns`)."""
     if owns is None:
         return num_dialogues
     return sum(1 for _ in iter_plan(seeds_path, num_valid=num_valid, num_dialogues=num_dialogues, done=(),
-                                    max_summary_chars=max_summary_chars, owns=owns, known_items=known_items))
+                                    max_summary_chars=max_summary_chars, owns=owns, known_items=known_items,
+                                    require_target=require_target))

@@ -18,11 +18,12 @@ from tqdm import tqdm
 
 from interplay.common.partition import Partition
 from interplay.common.roles import ROLES
-from interplay.generator.config import GenerateConfig
+from interplay.generator.config import ConfigError, GenerateConfig
 from interplay.generator.dialogue.conversation import Conversation
 from interplay.generator.dialogue.parsing import ReplyParser
-from interplay.generator.dialogue.prompts import recommender_system_prompt, role_messages, user_system_prompt
+from interplay.generator.dialogue.protocol import DialogueProtocol
 from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.inputs.retrieval import CandidateIndex
 from interplay.generator.inputs.seeds import SeedScan, scan_seeds
 from interplay.generator.output.records import RoleInfo, to_record
 from interplay.generator.output.writer import CorpusWriter, OutputError
@@ -43,20 +44,19 @@ def resolve_seeds(config: GenerateConfig) -> tuple[Path, Path]:
                            min_target_rating=s.min_target_rating, seed=config.seed)
 
 
-def prompt_messages(config: GenerateConfig) -> Callable[[Conversation, str], list[dict[str, str]]]:
+def prompt_messages(config: GenerateConfig, catalog: Catalog) -> Callable[[Conversation, str], list[dict[str, str]]]:
     """(conversation, role) -> the chat messages that role is prompted with for its next turn."""
-    conv_cfg = config.conversation
-    recommender = recommender_system_prompt(item=conv_cfg.item_noun, template=config.recommender.system_prompt)
+    return DialogueProtocol(config, catalog).messages
 
-    def render(conv: Conversation, role: str) -> list[dict[str, str]]:
-        if role == "recommender":
-            system = recommender
-        else:
-            system = user_system_prompt(conv.seed.preference_summary, conv.seed.target_attributes,
-                                        item=conv_cfg.item_noun, accept_marker=conv_cfg.accept_marker,
-                                        quit_marker=conv_cfg.quit_marker, template=config.user.system_prompt)
-        return role_messages(role, system, conv.history, item=conv_cfg.item_noun)
-    return render
+
+def check_candidates(config: GenerateConfig, catalog: Catalog) -> None:
+    """recommender.num_candidates against the catalog, before any engine starts."""
+    k = config.num_candidates
+    if k > len(catalog):
+        raise ConfigError(f"recommender.num_candidates: {k} is more than the catalog's {len(catalog)} items")
+    if k and config.protocol == "reference_free" and not CandidateIndex.has_attributes(catalog):
+        raise ConfigError("recommender.num_candidates: the catalog has no years or attributes to match what the "
+                          "user asks for; give its items attributes (genres, ...) or set num_candidates: 0")
 
 
 class Generation:
@@ -68,9 +68,12 @@ class Generation:
         self.partition = partition
         self.seeds_path, self.catalog_path = resolve_seeds(config)
         self.catalog = Catalog.load(self.catalog_path)
+        check_candidates(config, self.catalog)
+        # The reference protocol tells the simulator its target: a seed without one is skipped, and counted.
+        self._require_target = config.protocol == "reference"
         # The catalog's ids: a seed whose target is not among them is skipped (counted in the manifest).
         self.scan: SeedScan = scan_seeds(self.seeds_path, max_summary_chars=config.seeds.max_summary_chars,
-                                         known_items=self.catalog)
+                                         known_items=self.catalog, require_target=self._require_target)
         self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=self.corpus_hash(),
                                    dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite,
                                    partition_tag=partition.tag if partition else None)
@@ -78,7 +81,8 @@ class Generation:
         self._owns = partition.owns if partition else None
         self.num_planned = count_planned(self.seeds_path, num_valid=self.scan.num_valid,
                                          num_dialogues=config.num_dialogues, owns=self._owns,
-                                         max_summary_chars=config.seeds.max_summary_chars, known_items=self.catalog)
+                                         max_summary_chars=config.seeds.max_summary_chars, known_items=self.catalog,
+                                         require_target=self._require_target)
         self.num_already_done = self.num_done
         self.scheduler: Scheduler | None = None
 
@@ -145,20 +149,20 @@ class Generation:
                 self.writer.start_clock()  # throughput counts generation, not engine start-up
 
                 def on_finished(conv: Conversation) -> None:
-                    self.writer.add(to_record(conv, roles))
+                    self.writer.add(to_record(conv, roles, protocol=cfg.protocol))
                     elapsed = max(time.time() - started, 1e-9)
                     bar.update(1)
                     bar.set_postfix(tok_s=f"{self.num_output_tokens / elapsed:.0f}",
                                     in_flight=scheduler.stats.num_in_flight, refresh=False)
 
                 self.scheduler = scheduler = Scheduler(
-                    clients, prompt_messages(cfg), catalog=self.catalog,
+                    clients, prompt_messages(cfg, self.catalog), catalog=self.catalog,
                     parser=ReplyParser(cfg.conversation.accept_marker, cfg.conversation.quit_marker),
                     max_turns=cfg.conversation.max_turns, max_in_flight=cfg.max_in_flight, run_seed=cfg.seed,
-                    on_finished=on_finished)
+                    on_finished=on_finished, reference=cfg.protocol == "reference")
                 plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
                                  done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,
-                                 owns=self._owns, known_items=self.catalog)
+                                 owns=self._owns, known_items=self.catalog, require_target=self._require_target)
                 with stop_on_sigint(scheduler):
                     await scheduler.run(plan)
         finally:

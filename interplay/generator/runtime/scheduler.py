@@ -48,12 +48,13 @@ class Scheduler:
     def __init__(self, clients: dict[str, RoleClient],
                  messages: Callable[[Conversation, str], list[dict[str, str]]], *,
                  catalog: Catalog, parser: ReplyParser, max_turns: int, max_in_flight: int, run_seed: int,
-                 on_finished: Callable[[Conversation], None]):
+                 on_finished: Callable[[Conversation], None], reference: bool = False):
         self.clients = clients
         self.messages = messages  # (conversation, role) -> that role's chat messages
         self.catalog, self.parser = catalog, parser
         self.max_turns, self.max_in_flight, self.run_seed = max_turns, max_in_flight, run_seed
         self.on_finished = on_finished
+        self.reference = reference  # the reference protocol: acceptance follows the grounding of the target
         self.stats = SchedulerStats()
         self.is_stopping = False
 
@@ -109,4 +110,4 @@ class Scheduler:
             return
         self.stats.num_turns += 1
         self.stats.num_output_tokens += completion.num_output_tokens
-        conv.add_reply(completion, self.parser, self.catalog, self.max_turns)
+        conv.add_reply(completion, self.parser, self.catalog, self.max_turns, reference=self.reference)

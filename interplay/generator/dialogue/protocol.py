@@ -1,0 +1,121 @@
+"""The conversation protocols: what each role is shown before its turn.
+
+    reference_free   the method. The user simulator knows its preference summary and target attributes, never the
+                     target; the recommender knows the conversation, plus, with recommender.num_candidates: k, the
+                     k catalog items that best match what the user said so far (inputs/retrieval.py).
+    reference        the teacher (PEARL's way, on two LLMs). The user simulator also knows the target and, after
+                     each recommender message, reads a note saying whether that was the target; the recommender is
+                     shown a shortlist of the target and k-1 distractors (inputs/shortlist.py), less what it
+                     already suggested; its replies are started with a plain opener ("How about", ...:
+                     recommender.reply_openers). The user's turn right after the target is suggested accepts it
+                     (Conversation.add_reply).
+
+Candidates are attached to the user message they follow, in the recommender's view only, and stay there: every
+prompt is the previous one plus new messages, so the prefix cache keeps serving the history. The notes of the
+teacher's user view are never stored: the corpus holds what the two roles said, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from interplay.generator.config import GenerateConfig
+from interplay.generator.dialogue.conversation import Conversation
+from interplay.generator.dialogue.prompts import (
+    OTHER_SUGGESTED_NOTE,
+    TARGET_SUGGESTED_NOTE,
+    candidates_note,
+    recommender_system_prompt,
+    role_messages,
+    user_system_prompt,
+)
+from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.inputs.retrieval import CandidateIndex, user_text
+from interplay.generator.inputs.shortlist import Shortlist
+
+
+def recommender_history(history: Sequence[tuple[str, str]], shown: Sequence[Sequence[str]],
+                        *, item: str = "movie") -> list[tuple[str, str]]:
+    """The dialogue as the recommender sees it: user message i carries the candidates `shown[i]` (display
+    names) that the recommender saw before answering it. Training renders the same view."""
+    view, k = [], 0
+    for speaker, text in history:
+        if speaker == "user":
+            names = shown[k] if k < len(shown) else ()
+            text, k = text + candidates_note(names, item=item), k + 1
+        view.append((speaker, text))
+    return view
+
+
+class DialogueProtocol:
+    def __init__(self, config: GenerateConfig, catalog: Catalog):
+        conv = config.conversation
+        self.catalog, self.item = catalog, conv.item_noun
+        self.is_reference = config.protocol == "reference"
+        self.num_candidates = config.num_candidates
+        self._markers = {"accept_marker": conv.accept_marker, "quit_marker": conv.quit_marker}
+        self._user_template = config.user.system_prompt
+        self._recommender_system = recommender_system_prompt(
+            item=self.item, template=config.recommender.system_prompt, with_candidates=self.num_candidates > 0)
+        self._shortlist = Shortlist(catalog, self.num_candidates, config.seed) \
+            if self.is_reference and self.num_candidates else None
+        self._index = CandidateIndex(catalog) if not self.is_reference and self.num_candidates else None
+        self.openers = config.reply_openers
+
+    def messages(self, conv: Conversation, role: str) -> list[dict[str, str]]:
+        """The chat messages `role` is prompted with for its next turn in `conv`."""
+        if role == "recommender":
+            if conv.pending_candidates is None:
+                conv.pending_candidates = self.candidates(conv)
+                conv.pending_opener = self._opener(conv)
+            messages = role_messages("recommender", self._recommender_system, self._recommender_view(conv),
+                                     item=self.item)
+            if conv.pending_opener:  # the reply continues this unfinished assistant message
+                messages.append({"role": "assistant", "content": conv.pending_opener})
+            return messages
+        return role_messages("user", self._user_system(conv), self._user_view(conv), item=self.item)
+
+    def candidates(self, conv: Conversation) -> list[str]:
+        """The catalog items to show the recommender before its next turn."""
+        suggested = conv.recommended_item_ids
+        if self._shortlist is not None:
+            shortlist = self._shortlist.for_conversation(conv.conversation_id, conv.seed.target_item_id)
+            return [i for i in shortlist if i not in suggested]
+        if self._index is not None:
+            return self._index.search(user_text(conv.history), self.num_candidates, exclude=suggested)
+        return []
+
+    def _opener(self, conv: Conversation) -> str:
+        if not self.openers:
+            return ""
+        key = hashlib.blake2b(f"{conv.conversation_id}@{len(conv.turns)}".encode(), digest_size=4).digest()
+        return self.openers[int.from_bytes(key, "little") % len(self.openers)]
+
+    def _names(self, item_ids: Sequence[str]) -> list[str]:
+        return [self.catalog.get(i).display for i in item_ids]
+
+    def _recommender_view(self, conv: Conversation) -> list[tuple[str, str]]:
+        shown = [self._names(t.candidate_item_ids) for t in conv.turns if t.role == "recommender"]
+        shown.append(self._names(conv.pending_candidates or []))
+        return recommender_history(conv.history, shown, item=self.item)
+
+    def _target_name(self, conv: Conversation) -> str | None:
+        return self.catalog.get(conv.seed.target_item_id).display if self.is_reference else None
+
+    def _user_system(self, conv: Conversation) -> str:
+        seed = conv.seed
+        return user_system_prompt(seed.preference_summary, seed.target_attributes, item=self.item,
+                                  template=self._user_template, target=self._target_name(conv), **self._markers)
+
+    def _user_view(self, conv: Conversation) -> list[tuple[str, str]]:
+        if not self.is_reference:
+            return conv.history
+        target, view = conv.seed.target_item_id, []
+        for turn in conv.turns:
+            text = turn.text
+            if turn.role == "recommender" and turn.item_ids:
+                note = TARGET_SUGGESTED_NOTE if target in turn.item_ids else OTHER_SUGGESTED_NOTE
+                text += note.format(item=self.item, target=self._target_name(conv))
+            view.append((turn.role, text))
+        return view
