@@ -1,13 +1,15 @@
-"""`interplay report`: every metric on a hand-built corpus against values worked out by hand, and the command on
-fake-engine corpora (one, and an Interplay corpus beside a baseline one)."""
+"""`interplay report`: every task figure on a hand-built corpus against values worked out by hand, the headline
+dict, and the command on fake-engine corpora (one, an Interplay corpus beside a baseline one, and a newer corpus
+with `protocol` and `candidate_item_ids`). Text figures: test_report_text.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from test_baseline import replies as baseline_replies
 
@@ -15,20 +17,15 @@ from fake_engine import fake_open_engines, make_clients
 from interplay.cli import main as cli_main
 from interplay.generator.runtime.baseline import BaselineGeneration
 from interplay.generator.runtime.run import Generation
-from interplay.report.metrics import (
-    attribute_match,
-    corpus_metrics,
-    distinct_n,
-    names_title,
-    self_bleu,
-    sentence_bleu,
-    title_key,
-    words,
-)
+from interplay.report.cli import analyse
+from interplay.report.metrics import corpus_metrics
+from interplay.report.render import candidates_note, protocol
+from interplay.report.summary import HEADLINE_KEYS, headline
+from interplay.report.task import ChanceIndex, attribute_match, final_list, leakage
 
 
-def T(role: str, text: str, item_ids: list[str] = (), tokens: int = 5) -> dict:
-    return {"role": role, "text": text, "item_ids": list(item_ids), "num_output_tokens": tokens}
+def T(role: str, text: str, item_ids: list[str] = (), tokens: int = 5, **extra) -> dict:
+    return {"role": role, "text": text, "item_ids": list(item_ids), "num_output_tokens": tokens, **extra}
 
 
 def attrs(**kw: list[str]) -> list[dict]:
@@ -36,35 +33,39 @@ def attrs(**kw: list[str]) -> list[dict]:
 
 
 ITEMS = {
-    "m1": ("Heat", {"genres": ["Crime", "Thriller"], "decade": ["1990s"]}),
-    "m2": ("Toy Story", {"genres": ["Animation", "Comedy"], "decade": ["1990s"]}),
-    "m3": ("Fargo", {"genres": ["Crime", "Comedy"], "decade": ["1990s"]}),
-    "m5": ("Alien", {"genres": ["Horror", "Sci-Fi"], "decade": ["1970s"]}),
-    "m6": ("Pulp Fiction", {"genres": ["Crime"], "decade": ["1990s"]}),
-    "m9": ("The Big Lebowski", {"genres": ["Comedy"], "decade": ["1990s"]}),
+    "m1": ("Heat (1995)", {"genres": ["Crime", "Thriller"], "decade": ["1990s"]}),
+    "m2": ("Toy Story (1995)", {"genres": ["Animation", "Comedy"], "decade": ["1990s"]}),
+    "m3": ("Fargo (1996)", {"genres": ["Crime", "Comedy"], "decade": ["1990s"]}),
+    "m5": ("Alien (1979)", {"genres": ["Horror", "Sci-Fi"], "decade": ["1970s"]}),
+    "m6": ("Pulp Fiction (1994)", {"genres": ["Crime"], "decade": ["1990s"]}),
+    "m9": ("Big Lebowski, The (1998)", {"genres": ["Comedy"], "decade": ["1990s"]}),
 }
 
 ROWS = [
+    # The user repeats a suggested title (not leakage); the last list puts the target second.
     {"outcome": "accepted", "target_item_id": "m1", "accepted_item_id": "m5",
      "recommended_item_ids": ["m1", "m3", "m5"], "target_attributes": attrs(genres=["Sci-Fi", "Comedy"],
                                                                            decade=["1990s"]),
      "turns": [T("user", "I want a fun film"), T("recommender", "Try Heat (1995) or Fargo (1996)", ["m1", "m3"]),
                T("user", "not Heat, something else", ["m1"]),
-               T("recommender", "Then Heat (1995) again or Alien (1979)", ["m1", "m5"]),
+               T("recommender", "Then Alien (1979) or Heat (1995) again", ["m5", "m1"]),
                T("user", "ok Alien", ["m5"])]},
+    # The user names the target before any recommendation: leakage. Target sixth in the only list.
     {"outcome": "max_turns", "target_item_id": "m6", "accepted_item_id": None,
      "recommended_item_ids": ["m2", "x1", "x2", "x3", "x4", "m6"], "target_attributes": attrs(genres=["Crime"]),
      "turns": [T("user", "I want Pulp Fiction", ["m6"]),
                T("recommender", "Try Toy Story (1995)", ["m2", "x1", "x2", "x3", "x4", "m6"])]},
-    {"outcome": "gave_up", "target_item_id": None, "accepted_item_id": None, "recommended_item_ids": ["m3"],
+    # No target; a recommender turn that names nothing (not grounded).
+    {"outcome": "gave_up", "target_item_id": None, "accepted_item_id": None, "recommended_item_ids": [],
      "target_attributes": attrs(genres=["Drama"]),
-     "turns": [T("user", "hi"), T("recommender", "Fargo (1996)?", ["m3"]), T("user", "bye")]},
+     "turns": [T("user", "hi"), T("recommender", "hello, what do you like?"), T("user", "bye")]},
+    # Leakage found in the text alone (lower case, not grounded), by the shared title rule.
     {"outcome": "accepted", "target_item_id": "m9", "accepted_item_id": "m2", "recommended_item_ids": ["m2"],
      "target_attributes": attrs(genres=["comedy"], decade=["1990s"]),
      "turns": [T("user", "maybe the big lebowski tonight"), T("recommender", "Toy Story (1995)!", ["m2"]),
                T("user", "fine")]},
     {"outcome": "accepted", "target_item_id": "m3", "accepted_item_id": "m3", "recommended_item_ids": ["m3"],
-     "target_attributes": attrs(genres=["Crime"]),
+     "target_attributes": attrs(genres=["Crime", "Animation"]),
      "turns": [T("user", "anything"), T("recommender", "Try Fargo (1996)", ["m3"]), T("user", "great")]},
 ]
 
@@ -74,86 +75,95 @@ def metrics() -> dict:
     return corpus_metrics(ROWS, items=ITEMS)
 
 
-def test_words_and_distinct_n() -> None:
-    assert words("Don't panic: it's 1990s-style, OK?") == ["don't", "panic", "it's", "1990s", "style", "ok"]
-    assert distinct_n([["a", "b", "a", "b"]], 1) == 0.5
-    assert distinct_n([["a", "b", "a", "b"]], 2) == pytest.approx(2 / 3)  # ab, ba, ab
-    assert distinct_n([["a", "b"], ["b", "a"]], 2) == 1.0                  # n-grams never cross utterances
-    assert distinct_n([["a"]], 2) == 0.0
-
-
-def test_distinct_per_role(metrics: dict) -> None:
-    # 25 user words, 23 different; 15 user bigrams, "i want" twice; 10 trigrams, all different.
-    assert metrics["distinct"]["user"] == {"1": round(23 / 25, 4), "2": round(14 / 15, 4), "3": 1.0}
-    assert metrics["utterance_words"]["user"] == {"mean": 2.5, "median": 1.5, "p90": 5, "max": 5}
-    assert metrics["turns"] == {"mean": 3.2, "median": 3, "p90": 5, "max": 5}
-
-
-def test_sentence_bleu_by_hand() -> None:
-    a, b = "a b c d".split(), "a b c e".split()
-    # p1 = 3/4, p2 = 2/3, p3 = 1/2, p4 = 0 -> 0.1; equal lengths: no brevity penalty.
-    expected = (0.75 * (2 / 3) * 0.5 * 0.1) ** 0.25
-    assert sentence_bleu(a, [b]) == pytest.approx(expected)
-    assert self_bleu([a, b]) == pytest.approx(expected)
-    assert sentence_bleu(a, [a]) == pytest.approx(1.0)
-    # Shorter than its references: brevity penalty exp(1 - 3/2); p1 = 1/2, no bigram match, no 3/4-grams.
-    c = ["a", "d"]
-    assert sentence_bleu(c, ["a a b".split(), "a a c".split()]) == pytest.approx(
-        math.exp(1 - 3 / 2) * (0.5 * 0.1 * 0.1 * 0.1) ** 0.25)
-
-
-def test_self_bleu_is_the_mean_against_all_others() -> None:
-    utts = ["a a b".split(), "a a c".split(), ["a", "d"], "a b c d e".split(), []]
-    nonempty = [u for u in utts if u]
-    naive = sum(sentence_bleu(u, nonempty[:i] + nonempty[i + 1:]) for i, u in enumerate(nonempty)) / 4
-    assert self_bleu(utts) == pytest.approx(naive)
-    # By hand for "a a b" against the others: p1 = 2/3 (two a's matched, b matched only by "a b c d e"...).
-    assert sentence_bleu("a a b".split(), ["a a c".split(), ["a", "d"]]) == pytest.approx(
-        ((2 / 3) * (1 / 2) * 0.1 * 0.1) ** 0.25)
-    assert self_bleu([["x"]]) == 0.0
-    # Two identical 2-word utterances: unigrams and the bigram match, no 3- or 4-grams (0.1 each).
-    assert self_bleu([["x", "y"], ["x", "y"]]) == pytest.approx((1 * 1 * 0.1 * 0.1) ** 0.25)
-
-
-def test_outcomes_accept_rate_and_recall(metrics: dict) -> None:
+def test_turns_and_success(metrics: dict) -> None:
     assert metrics["num_dialogues"] == 5
+    assert metrics["turns"] == {"mean": 3.2, "median": 3, "p90": 5, "max": 5}
+    assert metrics["turns_to_accept"] == {"mean": 3.667, "median": 3, "p90": 5, "max": 5, "num_accepted": 3}
     assert metrics["outcomes"]["accepted"] == {"count": 3, "share": 0.6}
-    assert metrics["accept_rate"] == 0.6
-    # Targets in 4 dialogues: rank 1, rank 6, never, rank 1.
-    assert metrics["recall"] == {"@1": 0.5, "@5": 0.5, "@10": 0.75, "num_with_target": 4}
+    assert metrics["success_rate"] == 0.6
+    # 25 user words, 23 different; 15 user bigrams, "i want" twice; 10 trigrams, all different.
+    assert metrics["distinct"]["user"] == {"1": 0.92, "2": round(14 / 15, 4), "3": 1.0}
+    assert metrics["utterance_words"]["user"] == {"mean": 2.5, "median": 1.5, "p90": 5, "max": 5}
 
 
-def test_match_score(metrics: dict) -> None:
-    # Alien for (Sci-Fi or Comedy, 1990s): genre yes, decade no; Toy Story for (comedy, 1990s): both (any case);
-    # Fargo for Crime: yes.
+def test_recall_three_ways(metrics: dict) -> None:
+    # Last list per dialogue with a target: [m5, m1] (rank 2), [m2..m6] (rank 6), [m2] (miss), [m3] (rank 1).
+    assert metrics["recall"] == {"@1": 0.25, "@5": 0.5, "@10": 0.75, "num_with_target": 4}
+    # Every list: ranks 1, 2 | 6 | miss | 1 over 5 listing turns.
+    assert metrics["recall_per_turn"] == {"@1": 0.4, "@5": 0.6, "@10": 0.8, "num_turns": 5}
+    # The old figure, order of first mention over the dialogue: ranks 1, 6, miss, 1.
+    assert metrics["dialogue_recall"] == {"@1": 0.5, "@5": 0.5, "@10": 0.75, "num_with_target": 4}
+    assert final_list(ROWS[0]["turns"]) == ["m5", "m1"] and final_list(ROWS[2]["turns"]) == []
+
+
+def test_grounded_turn_share(metrics: dict) -> None:
+    assert metrics["grounded_turn_share"] == round(5 / 6, 4) and metrics["num_recommender_turns"] == 6
+
+
+def test_match_score_and_chance(metrics: dict) -> None:
+    # Alien for (Sci-Fi or Comedy, 1990s): genre yes, decade no; Toy Story for (comedy, 1990s): both, any case;
+    # Fargo for (Crime or Animation): yes. Chance: 3 of 6 items for the first two, 4 of 6 (m1, m2, m3, m6) for
+    # the third; over all five dialogues also 3/6 (Crime) and 0/6 (Drama).
     assert attribute_match(ITEMS["m5"][1], {"genres": ["Sci-Fi", "Comedy"], "decade": ["1990s"]}) == (False, 0.5)
     assert metrics["match_score"] == {"all_attributes": round(2 / 3, 4), "mean_attribute_share": round(2.5 / 3, 4),
-                                      "num_accepted_in_catalog": 3}
+                                      "chance_match": round((0.5 + 0.5 + 4 / 6) / 3, 4), "num_scored": 3,
+                                      "chance_match_all_dialogues": round((0.5 + 0.5 + 0 + 0.5 + 4 / 6) / 5, 4)}
     assert corpus_metrics(ROWS)["match_score"] is None  # no catalog, no match score
 
 
+def test_chance_index() -> None:
+    chance = ChanceIndex(ITEMS)
+    assert chance.share({"genres": ["comedy"]}) == 0.5                # m2, m3, m9
+    assert chance.share({"genres": ["Crime"], "decade": ["1970s"]}) == 0.0
+    assert chance.share({"genres": ["Horror", "Animation"]}) == pytest.approx(2 / 6)
+    assert chance.share({"genres": []}) is None and chance.share({"mood": ["dark"]}) == 0.0
+
+
 def test_leakage(metrics: dict) -> None:
-    # Heat named by the user after the recommender named it; Pulp Fiction named before any recommendation;
-    # "the big lebowski" in lower case (not grounded) found by its normalised title; Fargo never named by the user.
-    assert metrics["leakage"] == {"user_names_target": 0.75, "before_recommended": 0.5, "num_with_target": 4}
-    assert title_key("The Big Lebowski (1998)") == "big lebowski"
-    assert names_title("Maybe THE BIG LEBOWSKI?", "big lebowski")
-    assert not names_title("it is heat tonight", "heat")  # one-word titles only count when grounded
+    # Heat named by the user after the recommender named it: not leakage. Pulp Fiction before any recommendation,
+    # and "the big lebowski" in lower case (found in the text): leakage. Fargo never named by the user.
+    assert metrics["leakage"] == {"before_recommender": 0.5, "user_names_target": 0.75, "num_with_target": 4}
+    title = "Pulp Fiction (1994)"
+    # The recommender's mention counts in its text too, grounded or not; a one-word title only when grounded.
+    assert leakage([T("recommender", "maybe pulp fiction?"), T("user", "Pulp Fiction (1994) yes")], "m6",
+                   title) == (False, True)
+    assert leakage([T("user", "I could watch pulp fiction"), T("recommender", "Pulp Fiction!", ["m6"])], "m6",
+                   title) == (True, True)
+    assert leakage([T("user", "the heat is on")], "m1", "Heat (1995)") == (False, False)
+    assert leakage([T("user", "Heat (1995)", ["m1"])], "m1", "Heat (1995)") == (True, True)
 
 
 def test_repeated_recommendations(metrics: dict) -> None:
-    # 13 item mentions in recommender turns, one of them (Heat, again) a repeat, in one dialogue of five.
-    assert metrics["repeated_recommendations"] == {"share_of_mentions": round(1 / 13, 4),
-                                                   "dialogues_with_repeat": 0.2, "num_mentions": 13}
+    # 12 item mentions in recommender turns, one of them (Heat, again) a repeat, in one dialogue of five.
+    assert metrics["repeated_recommendations"] == {"share_of_mentions": round(1 / 12, 4),
+                                                   "dialogues_with_repeat": 0.2, "num_mentions": 12}
 
 
-def test_self_bleu_sample_is_bounded_and_deterministic() -> None:
-    rows = [{"outcome": "max_turns", "turns": [T("user", f"line number {i} of many"), T("recommender", "same")]}
-            for i in range(50)]
-    first = corpus_metrics(rows, sample_size=10, seed=3)
-    assert first["self_bleu"]["sample_size"] == {"user": 10, "recommender": 10}
-    assert first == corpus_metrics(rows, sample_size=10, seed=3)
-    assert first["self_bleu"]["recommender"] == pytest.approx(math.exp(3 * math.log(0.1) / 4), abs=1e-4)
+def test_protocol_and_candidates() -> None:
+    old = corpus_metrics(ROWS, items=ITEMS)
+    assert old["protocol"] == {"unrecorded": 5} and protocol(old) == "unrecorded"
+    assert old["candidates"]["num_turns_with_candidates"] == 0 and candidates_note(old) == "no"
+    rows = [{**row, "protocol": "reference",
+             "turns": [{**t, "candidate_item_ids": ["m3", "m6", "m1"] if t["role"] == "recommender" else []}
+                       for t in row["turns"]]} for row in ROWS[:2]]
+    new = corpus_metrics(rows + [{**ROWS[4], "protocol": "reference_free"}], items=ITEMS)
+    assert new["protocol"] == {"reference": 2, "reference_free": 1}
+    assert protocol(new) == "mixed: reference 2, reference_free 1"
+    # 3 lists of 3 in 2 of 3 dialogues; the target (m1, m6; not m3, no list there) among them in 2 of 3.
+    assert new["candidates"] == {"dialogues_with_candidates": 0.6667, "num_turns_with_candidates": 3,
+                                 "mean_per_list": 3.0, "target_in_candidates": 0.6667}
+    assert candidates_note(new) == "yes: 67% of dialogues, 3 per list, target among them in 67%"
+
+
+def test_headline_is_the_flat_dict_experiments_print(metrics: dict) -> None:
+    figures = headline({"corpora": [{"label": "hand", "metrics": metrics}]})
+    assert list(figures) == ["hand"] and tuple(figures["hand"]) == HEADLINE_KEYS
+    assert figures["hand"] == {"success_rate": 0.6, "match_score": 0.6667, "chance_match": 0.5556,
+                               "recall_at_1": 0.25, "recall_at_10": 0.75, "leakage": 0.5,
+                               "distinct_2_user": 0.9333, "distinct_2_recommender": metrics["distinct"]
+                               ["recommender"]["2"], "mean_turns": 3.2, "grounded_turn_share": 0.8333}
+    nothing = headline({"corpora": [{"label": "x", "metrics": corpus_metrics(ROWS[2:3])}]})["x"]
+    assert nothing["match_score"] is None and nothing["recall_at_1"] is None and nothing["leakage"] is None
 
 
 # ------------------------------------------------------------------------------------------ the command
@@ -172,13 +182,16 @@ def test_report_one_corpus(two_corpora, catalog_file: Path, capsys) -> None:
     a, _ = two_corpora
     assert cli_main(["report", str(a), "--catalog", str(catalog_file)]) == 0
     out = capsys.readouterr().out
-    assert "Recall@1" in out and "user distinct-2" in out and "interplay" in out
-    for name in ("report.md", "report.json", "lengths.png", "outcomes.png", "quality.png"):
+    assert "Recall@1 (last list)" in out and "user distinct-2" in out and "interplay" in out
+    assert "protocol" in out and "unrecorded" in out  # fake-engine corpora predate the column
+    for name in ("report.md", "report.json", "success_match.png", "lengths.png", "outcomes.png", "quality.png"):
         assert (a / "report" / name).stat().st_size > 0
     data = json.loads((a / "report" / "report.json").read_text())
     (corpus,) = data["corpora"]
     assert corpus["mode"] == "interplay" and corpus["metrics"]["num_dialogues"] == 12
-    assert corpus["metrics"]["match_score"]["num_accepted_in_catalog"] >= 1
+    assert corpus["metrics"]["match_score"]["num_scored"] >= 1
+    assert tuple(corpus["headline"]) == HEADLINE_KEYS
+    assert headline(data)[corpus["label"]] == corpus["headline"]
 
 
 def test_report_side_by_side(two_corpora, catalog_file: Path, tmp_path: Path, capsys) -> None:
@@ -195,8 +208,50 @@ def test_report_side_by_side(two_corpora, catalog_file: Path, tmp_path: Path, ca
     assert [c["mode"] for c in data["corpora"]] == ["interplay", "single-llm"]
     assert "| figure | interplay | baseline |" in (out_dir / "report.md").read_text()
     assert not list(out_dir.glob("*.png"))
+    # distinct-n and self-BLEU on as many utterances per role in both corpora: the smaller corpus's count.
+    sizes = [c["metrics"]["distinct"]["num_utterances"] for c in data["corpora"]]
+    alone = [analyse([d], catalog=str(catalog_file))[0]["metrics"]["distinct"]["num_utterances"] for d in (a, b)]
+    assert sizes[0] == sizes[1] == {r: min(n[r] for n in alone) for r in ("user", "recommender")}
+    assert alone[0] != alone[1]  # the fixture's corpora differ in size, so the test means something
 
 
 def test_report_refuses_a_directory_without_a_corpus(tmp_path: Path, capsys) -> None:
     assert cli_main(["report", str(tmp_path)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_report_reads_protocol_and_candidates_when_present(two_corpora, catalog_file: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    """A newer corpus (a `protocol` column, `candidate_item_ids` in the turns) beside an older one without."""
+    a, _ = two_corpora
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "manifest.json").write_text((a / "manifest.json").read_text())
+    rows = [r for shard in sorted(a.glob("shard-*.parquet")) for r in pq.read_table(shard).to_pylist()]
+    for row in rows:
+        row["protocol"] = "reference"
+        for turn in row["turns"]:
+            turn["candidate_item_ids"] = [row["target_item_id"]] if turn["role"] == "recommender" else []
+    pq.write_table(pa.Table.from_pylist(rows), newer / "shard-00000.parquet")
+    assert cli_main(["report", str(newer), str(a), "--catalog", str(catalog_file), "--no-plots",
+                     "--output", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith("protocol")).split()[1:] == [
+        "reference", "unrecorded"]
+    data = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    with_target = [r for r in rows if r["target_item_id"] is not None]
+    shown = sum(any(t["role"] == "recommender" for t in r["turns"]) for r in with_target)
+    assert 0 < shown < len(with_target)  # some dialogues end before any recommender turn
+    assert data["corpora"][0]["metrics"]["candidates"]["target_in_candidates"] == round(shown / len(with_target), 4)
+    assert data["corpora"][1]["metrics"]["candidates"]["num_turns_with_candidates"] == 0
+    assert "the recommender saw catalog candidates" in (tmp_path / "cmp" / "report.md").read_text()
+    # The same dialogues: every figure but the protocol and candidates is the older corpus's.
+    same = {k for k, v in data["corpora"][0]["metrics"].items() if v == data["corpora"][1]["metrics"][k]}
+    assert set(data["corpora"][0]["metrics"]) - same == {"protocol", "candidates"}
+
+
+def test_report_refuses_bad_sample_sizes(two_corpora, capsys) -> None:
+    a, _ = two_corpora
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["report", str(a), "--distinct-sample", "0"])
+    assert exit_info.value.code == 2 and "--distinct-sample" in capsys.readouterr().err

@@ -1,1 +1,3 @@
-"""`interplay report`: quality figures for generated corpora (metrics.py is pure Python; plots.py draws them)."""
+"""`interplay report`: quality figures for generated corpora. text.py (distinct-n, self-BLEU) and task.py
+(Recall, leakage, match score) measure, metrics.py accumulates a corpus, summary.py gives the headline figures,
+render.py and plots.py present them; docs/report.md defines every figure."""

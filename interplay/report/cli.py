@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-HELP = "quality report of a corpus (distinct-n, self-BLEU, Recall@k, leakage, ...); two corpora side by side"
+HELP = "quality report of a corpus (success, match score, Recall@k, leakage, distinct-n, ...); several side by side"
 
-COLUMNS = ["turns", "outcome", "accepted_item_id", "recommended_item_ids", "target_item_id", "target_attributes",
-           "user_model"]
+# `protocol` (and the turns' `candidate_item_ids`) only exist in newer corpora: columns a shard lacks are skipped.
+COLUMNS = ["conversation_id", "turns", "outcome", "accepted_item_id", "recommended_item_ids", "target_item_id",
+           "target_attributes", "user_model", "protocol"]
 BATCH_ROWS = 2048
 
 
@@ -38,7 +39,8 @@ def iter_rows(out_dir: str | Path, columns: list[str] = COLUMNS) -> Iterator[dic
     for path in shard_files(out_dir):
         f = pq.ParquetFile(path)
         try:
-            for batch in f.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            present = set(f.schema_arrow.names)
+            for batch in f.iter_batches(batch_size=BATCH_ROWS, columns=[c for c in columns if c in present]):
                 yield from batch.to_pylist()
         finally:
             f.close()
@@ -64,11 +66,33 @@ def load_items(path: Path | None) -> dict[str, tuple[str, dict[str, list[str]]]]
     return {item.item_id: (item.title, item.attributes) for item in Catalog.load(path)}
 
 
-def analyse(out_dir: str | Path, *, catalog: str | None = None, sample_size: int = 500, seed: int = 0,
-            label: str | None = None) -> dict[str, Any]:
-    """Every figure of one corpus: {"label", "path", "mode", "metrics", "distributions"}."""
+def analyse(out_dirs: list[str | Path], *, catalog: str | None = None, sample_size: int = 500,
+            distinct_sample: int = 10_000, seed: int = 0, labels: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every figure of each corpus: [{"label", "path", "mode", "metrics", "distributions"}]. Corpora read
+    together are measured on text samples of equal size (metrics.compare)."""
+    from interplay.report.metrics import CorpusMetrics, compare
+
+    read = []
+    for k, out_dir in enumerate(out_dirs):
+        manifest = _manifest(out_dir)
+        items = load_items(catalog_path(manifest, catalog))
+        metrics = CorpusMetrics(items=items, sample_size=sample_size, distinct_sample=distinct_sample, seed=seed)
+        first = None
+        for row in iter_rows(out_dir):
+            first = first or row
+            metrics.add(row)
+        if metrics.num_dialogues == 0:
+            from interplay.generator.output.writer import OutputError
+
+            raise OutputError(f"{out_dir} holds no finished shard yet: nothing to report")
+        label = labels[k] if labels else Path(out_dir).resolve().name
+        read.append(({"label": label, "path": str(out_dir), "mode": corpus_mode(manifest, first),
+                      "distributions": metrics.distributions()}, metrics))
+    return [{**corpus, "metrics": result} for (corpus, _), result in zip(read, compare([m for _, m in read]))]
+
+
+def _manifest(out_dir: str | Path) -> dict[str, Any]:
     from interplay.generator.output.writer import OutputError, read_manifest
-    from interplay.report.metrics import CorpusMetrics
 
     manifest = read_manifest(out_dir)
     partitions = sorted(Path(out_dir).glob("manifest-*.json")) if manifest is None else []
@@ -76,17 +100,7 @@ def analyse(out_dir: str | Path, *, catalog: str | None = None, sample_size: int
         manifest = json.loads(partitions[0].read_text())
     if manifest is None:
         raise OutputError(f"{out_dir} holds no manifest.json: not an interplay output directory")
-    items = load_items(catalog_path(manifest, catalog))
-    metrics = CorpusMetrics(items=items, sample_size=sample_size, seed=seed)
-    first = None
-    for row in iter_rows(out_dir):
-        first = first or row
-        metrics.add(row)
-    if metrics.num_dialogues == 0:
-        raise OutputError(f"{out_dir} holds no finished shard yet: nothing to report")
-    return {"label": label or Path(out_dir).resolve().name, "path": str(out_dir),
-            "mode": corpus_mode(manifest, first), "metrics": metrics.result(),
-            "distributions": metrics.distributions()}
+    return manifest
 
 
 def write_report(corpora: list[dict[str, Any]], out: Path, *, plots: bool = True) -> list[Path]:
@@ -99,9 +113,18 @@ def write_report(corpora: list[dict[str, Any]], out: Path, *, plots: bool = True
 
         files = plot_all(corpora, out)
     (out / "report.md").write_text(markdown(corpora, [f.name for f in files]))
-    payload = {"corpora": [{k: c[k] for k in ("label", "path", "mode", "metrics")} for c in corpora]}
+    from interplay.report.summary import headline_figures
+
+    payload = {"corpora": [{**{k: c[k] for k in ("label", "path", "mode")},
+                            "headline": headline_figures(c["metrics"]), "metrics": c["metrics"]} for c in corpora]}
     (out / "report.json").write_text(json.dumps(payload, indent=2))
     return [out / "report.md", out / "report.json", *files]
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +132,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="where report.md, report.json and the plots go "
                                          "(default: DIR/report, or DIR/compare-<DIR2 name> for several)")
     parser.add_argument("--catalog", help="catalog file for the match score (default: the one the run used)")
-    parser.add_argument("--sample", type=int, default=500, help="utterances per role for self-BLEU (default 500)")
+    parser.add_argument("--sample", type=_positive, default=500, help="utterances per role for self-BLEU (default 500)")
+    parser.add_argument("--distinct-sample", type=_positive, default=10_000,
+                        help="at most this many utterances per role for distinct-n; corpora compared are all "
+                             "measured on as many as the smallest has (default 10000)")
     parser.add_argument("--no-plots", action="store_true", help="write no PNG files")
 
 
@@ -119,8 +145,8 @@ def main(args: argparse.Namespace) -> int:
     labels = [Path(d).resolve().name for d in args.corpora]
     if len(set(labels)) < len(labels):  # out/a/corpus vs out/b/corpus: tell them apart by their parent too
         labels = [f"{Path(d).resolve().parent.name}/{Path(d).resolve().name}" for d in args.corpora]
-    corpora = [analyse(d, catalog=args.catalog, sample_size=args.sample, label=label)
-               for d, label in zip(args.corpora, labels)]
+    corpora = analyse(args.corpora, catalog=args.catalog, sample_size=args.sample,
+                      distinct_sample=args.distinct_sample, labels=labels)
     first = Path(args.corpora[0])
     default = first / "report" if len(corpora) == 1 else first / ("compare-" + "-".join(
         Path(d).resolve().name for d in args.corpora[1:]))

@@ -21,7 +21,39 @@ def _pyplot():
 def plot_all(corpora: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
     """corpora: [{"label", "metrics", "distributions"}]; returns the written files."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [f(corpora, out_dir) for f in (_lengths, _outcomes, _quality)]
+    return [f(corpora, out_dir) for f in (_success_match, _lengths, _outcomes, _quality)]
+
+
+def _success_match(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
+    """Per corpus, side by side: success rate and match score, the match score's chance level as a dashed line
+    across its bar (a match score means something only above it); "n/a" where nothing was accepted."""
+    from interplay.report.summary import headline_figures
+
+    plt = _pyplot()
+    figures = [headline_figures(c["metrics"]) for c in corpora]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(corpora) + 2), 4.5))
+    width = 0.38
+    xs = range(len(corpora))
+    ax.bar([x - width / 2 for x in xs], [f["success_rate"] or 0 for f in figures], width, label="success rate")
+    ax.bar([x + width / 2 for x in xs], [f["match_score"] or 0 for f in figures], width, label="match score")
+    chance_labelled = False
+    for x, f in zip(xs, figures):
+        if f["match_score"] is None:
+            ax.text(x + width / 2, 0.02, "n/a", ha="center", fontsize=8)
+        if f["chance_match"] is not None:
+            ax.hlines(f["chance_match"], x, x + width, colors="black", linestyles="dashed",
+                      label=None if chance_labelled else "chance match")
+            chance_labelled = True
+    ax.set_xticks(list(xs), [c["label"] for c in corpora], rotation=20 if len(corpora) > 3 else 0)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share")
+    ax.set_title("success rate and match score\n(dashed: the match score's chance level)")
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "success_match.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _lengths(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:

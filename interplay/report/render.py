@@ -18,18 +18,41 @@ def _get(metrics: dict[str, Any], *path: str) -> Any:
 
 
 def quality_rows(metrics: Sequence[dict[str, Any]]) -> list[tuple[str, list[float | None]]]:
-    """The figures between 0 and 1, one value per corpus (None where a corpus lacks it)."""
-    paths: list[tuple[str, tuple[str, ...]]] = []
+    """The figures between 0 and 1, one value per corpus (None where a corpus lacks it): the headline first."""
+    paths: list[tuple[str, tuple[str, ...]]] = [
+        ("success rate", ("success_rate",)),
+        ("match score", ("match_score", "all_attributes")),
+        ("chance match", ("match_score", "chance_match")),
+        *[(f"Recall@{k} (last list)", ("recall", f"@{k}")) for k in (1, 5, 10)],
+        ("leakage (user names target first)", ("leakage", "before_recommender")),
+        ("grounded turn share", ("grounded_turn_share",)),
+    ]
     for role in ROLES:
         paths += [(f"{role} distinct-{n}", ("distinct", role, str(n))) for n in (1, 2, 3)]
         paths.append((f"{role} self-BLEU", ("self_bleu", role)))
-    paths += [("accept rate", ("accept_rate",)),
-              *[(f"Recall@{k}", ("recall", f"@{k}")) for k in (1, 5, 10)],
-              ("match score", ("match_score", "all_attributes")),
-              ("target leakage (user)", ("leakage", "user_names_target")),
-              ("leakage before recommended", ("leakage", "before_recommended")),
+    paths += [*[(f"Recall@{k} per turn", ("recall_per_turn", f"@{k}")) for k in (1, 10)],
+              *[(f"dialogue recall@{k} (any mention)", ("dialogue_recall", f"@{k}")) for k in (1, 10)],
+              ("user names target at all", ("leakage", "user_names_target")),
               ("repeated recommendations", ("repeated_recommendations", "share_of_mentions"))]
     return [(name, [_get(m, *path) for m in metrics]) for name, path in paths]
+
+
+def protocol(metrics: dict[str, Any]) -> str:
+    """One corpus's protocol: the one value its rows record, `unrecorded` for rows older than the column."""
+    counts = metrics.get("protocol") or {}
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "mixed: " + ", ".join(f"{p} {n}" for p, n in counts.items())
+
+
+def candidates_note(metrics: dict[str, Any]) -> str:
+    """'no' or how much of the corpus the recommender made with catalog candidates in its prompt."""
+    c = metrics.get("candidates") or {}
+    if not c.get("num_turns_with_candidates"):
+        return "no"
+    inside = c.get("target_in_candidates")
+    return (f"yes: {c['dialogues_with_candidates']:.0%} of dialogues, {c['mean_per_list']:g} per list"
+            + (f", target among them in {inside:.0%}" if inside is not None else ""))
 
 
 def _fmt(value: Any) -> str:
@@ -48,6 +71,8 @@ def table(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
 
     rows: list[tuple[str, list[str]]] = [
         ("mode", [c.get("mode") or "n/a" for c in corpora]),
+        ("protocol", [protocol(m) for m in ms]),
+        ("recommender saw catalog candidates", [candidates_note(m) for m in ms]),
         ("dialogues", [_fmt(m["num_dialogues"]) for m in ms]),
         ("turns: mean / median / p90", [spread(m["turns"]) for m in ms]),
     ]
@@ -61,14 +86,24 @@ def table(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
         rows.append((f"outcome {o}", [f"{c['count']} ({c['share']:.1%})" if (c := m["outcomes"].get(o)) else "0"
                                       for m in ms]))
     rows += [
+        ("turns to acceptance: mean / median / p90", [spread(m["turns_to_accept"]) if m["turns_to_accept"]
+                                                      ["num_accepted"] else "n/a" for m in ms]),
         ("match score, partial (mean attribute share)", [_fmt(_get(m, "match_score", "mean_attribute_share"))
                                                           for m in ms]),
-        ("accepted items in catalog", [_fmt(_get(m, "match_score", "num_accepted_in_catalog")) for m in ms]),
+        ("dialogues scored for match (accepted, in catalog)", [_fmt(_get(m, "match_score", "num_scored"))
+                                                                for m in ms]),
+        ("chance match over all dialogues", [_fmt(_get(m, "match_score", "chance_match_all_dialogues"))
+                                             for m in ms]),
         ("dialogues with a held-out target", [_fmt(m["recall"]["num_with_target"]) for m in ms]),
         ("dialogues with a repeated recommendation", [_fmt(m["repeated_recommendations"]["dialogues_with_repeat"])
                                                       for m in ms]),
+        ("distinct-n sample, utterances (user / recommender)",
+         [f"{m['distinct']['num_utterances']['user']} / {m['distinct']['num_utterances']['recommender']}"
+          for m in ms]),
         ("self-BLEU sample (user / recommender)",
          [f"{m['self_bleu']['sample_size']['user']} / {m['self_bleu']['sample_size']['recommender']}" for m in ms]),
+        *[(f"{role} distinct-2 over all utterances (sizes differ)",
+           [_fmt(m["distinct_all_utterances"][role]["2"]) for m in ms]) for role in ROLES],
     ]
     return rows
 
@@ -82,10 +117,13 @@ def markdown(corpora: Sequence[dict[str, Any]], plots: Sequence[str] = ()) -> st
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in table(corpora)]
     if plots:
         lines += ["", *[f"![{p}]({p})" for p in plots]]
-    lines += ["", "Definitions: `interplay/report/metrics.py` (distinct-n over each role's utterances; self-BLEU-4 "
-              "on a fixed-seed sample; Recall@k of the held-out target among the recommendations in order of "
-              "first mention; match score: accepted items matching every target attribute; leakage: user turns "
-              "naming the target's title).", ""]
+    notes = [f"- **{c['label']}**: the recommender saw catalog candidates ({candidates_note(c['metrics'])}), so "
+             "its Recall, grounded turn share and match score are not those of a recommender on its own."
+             for c in corpora if candidates_note(c["metrics"]) != "no"]
+    if notes:
+        lines += ["", *notes]
+    lines += ["", "Definitions and sources: docs/report.md. distinct-n and self-BLEU are measured on samples of the "
+              "same number of utterances in every corpus of this report.", ""]
     return "\n".join(lines)
 
 

@@ -1,0 +1,38 @@
+"""The headline figures of a report: one flat dict per corpus, for experiment scripts to print or compare.
+
+    from interplay.report.summary import headline
+    figures = headline(json.loads(Path("out/a/report/report.json").read_text()))  # {label: {key: value}}
+
+Every value is a share in [0, 1] or None where the corpus has nothing to measure, except `mean_turns`.
+docs/report.md defines each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+HEADLINE_KEYS = ("success_rate", "match_score", "chance_match", "recall_at_1", "recall_at_10", "leakage",
+                 "distinct_2_user", "distinct_2_recommender", "mean_turns", "grounded_turn_share")
+
+
+def headline_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """The headline keys, in HEADLINE_KEYS order, from one corpus's `metrics` (CorpusMetrics.result)."""
+    match = metrics.get("match_score") or {}
+    return {
+        "success_rate": metrics["success_rate"],
+        "match_score": match.get("all_attributes"),
+        "chance_match": match.get("chance_match"),
+        "recall_at_1": metrics["recall"]["@1"],
+        "recall_at_10": metrics["recall"]["@10"],
+        "leakage": metrics["leakage"]["before_recommender"],
+        "distinct_2_user": metrics["distinct"]["user"]["2"],
+        "distinct_2_recommender": metrics["distinct"]["recommender"]["2"],
+        "mean_turns": metrics["turns"]["mean"],
+        "grounded_turn_share": metrics["grounded_turn_share"],
+    }
+
+
+def headline(report_json: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """{corpus label: headline figures} from a parsed report.json, corpora in report order."""
+    return {c["label"]: headline_figures(c["metrics"]) for c in report_json["corpora"]}
