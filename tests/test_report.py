@@ -183,7 +183,7 @@ def test_report_one_corpus(two_corpora, catalog_file: Path, capsys) -> None:
     assert cli_main(["report", str(a), "--catalog", str(catalog_file)]) == 0
     out = capsys.readouterr().out
     assert "Recall@1 (last list)" in out and "user distinct-2" in out and "interplay" in out
-    assert "protocol" in out and "unrecorded" in out  # fake-engine corpora predate the column
+    assert "protocol" in out and "reference_free" in out
     for name in ("report.md", "report.json", "success_match.png", "lengths.png", "outcomes.png", "quality.png"):
         assert (a / "report" / name).stat().st_size > 0
     data = json.loads((a / "report" / "report.json").read_text())
@@ -227,13 +227,20 @@ def test_report_reads_protocol_and_candidates_when_present(two_corpora, catalog_
     newer = tmp_path / "newer"
     newer.mkdir()
     (newer / "manifest.json").write_text((a / "manifest.json").read_text())
+    older = tmp_path / "older"  # as written before the two columns existed
+    older.mkdir()
+    (older / "manifest.json").write_text((a / "manifest.json").read_text())
     rows = [r for shard in sorted(a.glob("shard-*.parquet")) for r in pq.read_table(shard).to_pylist()]
+    old_rows = [{k: v for k, v in r.items() if k != "protocol"} for r in rows]
+    for row in old_rows:
+        row["turns"] = [{k: v for k, v in t.items() if k != "candidate_item_ids"} for t in row["turns"]]
+    pq.write_table(pa.Table.from_pylist(old_rows), older / "shard-00000.parquet")
     for row in rows:
         row["protocol"] = "reference"
         for turn in row["turns"]:
             turn["candidate_item_ids"] = [row["target_item_id"]] if turn["role"] == "recommender" else []
     pq.write_table(pa.Table.from_pylist(rows), newer / "shard-00000.parquet")
-    assert cli_main(["report", str(newer), str(a), "--catalog", str(catalog_file), "--no-plots",
+    assert cli_main(["report", str(newer), str(older), "--catalog", str(catalog_file), "--no-plots",
                      "--output", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
     assert next(line for line in out.splitlines() if line.startswith("protocol")).split()[1:] == [
