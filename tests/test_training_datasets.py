@@ -106,3 +106,14 @@ def test_a_stray_record_of_another_format_is_skipped_not_the_file(tmp_path: Path
     path.write_text(json.dumps(records))
     dialogues, stats = load_dialogues([path])
     assert len(dialogues) == 10 and dict(stats.skipped) == {"missing dialogue": 1}
+
+
+def test_redial_in_its_parquet_copy_shape(tmp_path: Path):
+    row = json.loads(REDIAL.read_text().splitlines()[-1])  # accepted Heat, through the recommender's answers
+    row["movieMentions"] = [{"movieId": "5", "movieName": "Heat (1995)"}]
+    row["respondentQuestions"] = [{"movieId": "5", "suggested": 1, "seen": 0, "liked": 1}]
+    path = tmp_path / "redial.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (dialogue,), _ = load_dialogues([path])
+    assert dialogue.turns[1] == ("recommender", "Heat (1995) is the best heist movie")
+    assert dialogue.ending == "accept" and dialogue.target_item == "Heat (1995)"

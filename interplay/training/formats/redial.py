@@ -29,7 +29,13 @@ class _Unresolvable(Exception):
 
 
 def _mapping(value: Any) -> dict[str, Any]:
-    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}  # the release has [] for {}
+    """{id: value}; the release writes [] for an empty mapping. The Parquet copies of ReDial hold lists of
+    {movieId, movieName} and {movieId, suggested, seen, liked} instead: read the same."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {str(v["movieId"]): v.get("movieName", v) for v in value if isinstance(v, dict) and "movieId" in v}
+    return {}
 
 
 def _is(value: Any, wanted: int) -> bool:
