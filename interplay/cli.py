@@ -7,7 +7,8 @@ One subcommand per module, each with HELP, add_arguments(parser) and main(args):
     interplay show out/embedded [-n 3] [--outcome accepted]
     interplay train --role user|recommender --data D... --output ADAPTER [--config F] [--set K=V ...]
     interplay merge --adapter ADAPTER --output MODEL_DIR
-    interplay summarize --data D... --config configs/embedded.yaml --output summarized.parquet
+    interplay summarize --data D... --config configs/embedded.yaml --output summarized
+    interplay export out/embedded --format redial|sharegpt|pearl --output FILE
 
 Input problems exit with status 2 and one message before any work starts; a run that stopped before every
 conversation was written (interrupt, engine death) exits with 1 and resumes when rerun.
@@ -31,6 +32,7 @@ COMMANDS = {
     "train": "interplay.training.cli",
     "merge": "interplay.training.merge",
     "summarize": "interplay.training.summarize",
+    "export": "interplay.export",
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from interplay.training.data import Dialogue, load_dialogues
 from interplay.training.summarize import Summarizer, clean_summary, parse_attributes
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "training"
+DATASETS = FIXTURES.parent / "datasets"
 PEARL = FIXTURES / "pearl_train.json"
 
 
@@ -68,6 +70,8 @@ def test_clean_summary_drops_sentences_naming_the_target():
         "Loves thrillers. Dislikes romance."
     assert clean_summary("Prisoners.", "Prisoners") is None
     assert clean_summary("Loves thrillers.", None) == "Loves thrillers."
+    # PEARL's ground truth is "Title (Year)"; summaries name it without the year
+    assert clean_summary("Loves thrillers. Prisoners is ideal.", "Prisoners (2013)") == "Loves thrillers."
 
 
 def run_one(client: FakeClient, dialogue: Dialogue) -> Dialogue:
@@ -114,7 +118,8 @@ def gen_config(tmp_path: Path) -> Path:
 
 
 def test_summarize_command_writes_a_training_ready_parquet(tmp_path: Path, gen_config: Path,
-                                                           monkeypatch: pytest.MonkeyPatch):
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]):
     client = FakeClient()
     seen = {}
 
@@ -142,4 +147,70 @@ def test_summarize_command_writes_a_training_ready_parquet(tmp_path: Path, gen_c
     dialogues, stats = load_dialogues([out])
     assert len(dialogues) == 2 and not stats.skipped
     assert dialogues[0].preference_summary and dialogues[0].target_attributes["genres"] == ["Thriller", "Mystery"]
-    assert main(args) == 2  # the output exists: not replaced without --overwrite
+    assert main(args) == 0  # complete: a rerun has nothing to do
+    assert "is complete: 2 dialogues" in capsys.readouterr().out
+
+
+def fake_engine(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> None:
+    @contextlib.asynccontextmanager
+    async def fake_open_engines(config):
+        yield {"user": client, "recommender": client}
+
+    monkeypatch.setattr(engine_module, "open_engines", fake_open_engines)
+    monkeypatch.setattr(engine_module, "check_config", lambda config: None)
+
+
+def test_pearl_as_released_gets_only_a_summary_and_keeps_the_title_out_without_its_year(
+        tmp_path: Path, gen_config: Path, monkeypatch: pytest.MonkeyPatch):
+    client = FakeClient()
+    fake_engine(monkeypatch, client)
+    out = tmp_path / "summarized"
+    assert main(["summarize", "--data", str(DATASETS / "pearl" / "train.json"), "--config", str(gen_config),
+                 "--output", str(out), "--verbose"]) == 0
+    assert sorted(client.prompts) == ["sum-0", "sum-1", "sum-2"]  # attributes come from gt_*: no request
+    assert "Zodiac (2007):\n[Like]" in client.prompts["sum-0"]  # reviews under the titles they review
+    dialogues, stats = load_dialogues([out])
+    assert [d.ending for d in dialogues] == ["accept", None, "accept"]
+    first = dialogues[0]
+    assert first.num_context_turns == 2  # the opening pair stays context through the summary file
+    assert first.target_attributes["director"] == ["Denis Villeneuve"]
+    # the canned summary names "Prisoners" without a year: the target is "Prisoners (2013)", so it is dropped
+    assert first.preference_summary == "Loves: slow, obsessive thrillers like Zodiac. Dislikes: sweet romances."
+
+
+class Crash(Exception):
+    pass
+
+
+def test_summarize_writes_parts_and_a_rerun_resumes_after_a_crash(tmp_path: Path, gen_config: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    import interplay.training.summary_output as output_module
+
+    client = FakeClient()
+    fake_engine(monkeypatch, client)
+    real_write, calls = output_module.SummaryOutput.write_part, []
+
+    def crash_on_second_part(self, dialogues, model):
+        calls.append(len(dialogues))
+        if len(calls) == 2:
+            raise Crash
+        real_write(self, dialogues, model)
+
+    monkeypatch.setattr(output_module.SummaryOutput, "write_part", crash_on_second_part)
+    out = tmp_path / "summarized"
+    args = ["summarize", "--data", str(DATASETS / "pearl" / "train.json"), "--config", str(gen_config),
+            "--output", str(out), "--part-size", "1", "--verbose"]
+    with pytest.raises(Crash):
+        main(args)
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["part-00000.parquet"]
+    monkeypatch.setattr(output_module.SummaryOutput, "write_part", real_write)
+    client.prompts.clear()
+    assert main(args) == 0
+    assert sorted(client.prompts) == ["sum-1", "sum-2"]  # the written part is not summarized again
+    assert [d.dialogue_id for d in load_dialogues([out])[0]] == ["0", "1", "2"]
+    progress = json.loads((out / "_progress.json").read_text())
+    assert progress["complete"] and [p["num_dialogues"] for p in progress["parts"]] == [1, 1, 1]
+    assert progress["load"]["endings"] == {"accepted": 2, "gave_up": 0, "unknown": 1}
+    # other input on the same output: refused, not mixed in
+    other = [*args[:2], str(FIXTURES / "dialogues.jsonl"), *args[3:]]
+    assert main(other) == 2

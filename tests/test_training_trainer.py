@@ -73,6 +73,8 @@ def test_adapter_directory(trained, tiny: Path):
     assert resolved.role == "user" and resolved.train.max_steps == 16 and resolved.base_model == str(tiny)
     data = json.loads((out / "data.json").read_text())
     assert data["load"]["skipped"]["invalid JSON"] == 1
+    assert data["load"]["num_records"] == 15 and data["load"]["num_dialogues"] == 9
+    assert data["load"]["endings"] == {"accepted": 4, "gave_up": 2, "unknown": 3}
     assert data["examples"]["num_examples"] == 8  # 9 dialogues, one without a summary
     assert "no preference_summary" in next(iter(data["examples"]["skipped"]))
     assert f"user adapter: {out}" in stdout and "s/step" in stdout
@@ -176,6 +178,18 @@ def test_show_example_brackets_the_loss_spans(tiny: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert "<|im_start|>assistant\n[[How about Heat (1995)? A heist thriller with a great cast.<|im_end|>]]" in out
     assert "[[I'd like" not in out  # the user's turns carry no loss for the recommender
+
+
+def test_show_example_reports_the_data_and_keeps_pearls_opening_as_context(tiny: Path,
+                                                                         capsys: pytest.CaptureFixture[str]):
+    pearl = FIXTURES.parent / "datasets" / "pearl" / "train.json"
+    assert main(["train", "--role", "recommender", "--data", str(pearl), "--output", "unused", "--base-model",
+                 str(tiny), "--show-example"]) == 0
+    captured = capsys.readouterr()
+    assert "6 records read, 3 dialogues (accepted 2, gave up 0, unknown 1); skipped 3: " in captured.err
+    assert "Absolutely! What kind of movie" in captured.out  # in the prompt...
+    assert "[[Absolutely!" not in captured.out  # ...with no loss
+    assert "[[Then Prisoners is a great pick" in captured.out
 
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

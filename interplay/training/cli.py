@@ -30,8 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="training config YAML (see --print-config)")
     parser.add_argument("--role", choices=["user", "recommender"], help="which simulator to train")
     parser.add_argument("--data", nargs="+", metavar="PATH",
-                        help="interplay corpus directories, PEARL-format JSON, or JSONL/Parquet of messages")
+                        help="interplay corpus directories, PEARL, ReDial, LLM-REDIAL, ShareGPT, or JSONL/Parquet "
+                             "of messages (see docs/data.md)")
     parser.add_argument("--format", choices=FORMATS, help="data format (default: auto, from the content)")
+    parser.add_argument("--catalog", help="ReDial and LLM-REDIAL: take target attributes from this catalog "
+                                          "(Parquet or JSONL, as the generator reads it)")
     parser.add_argument("--output", help="adapter directory to write")
     parser.add_argument("--base-model", help="local model directory or hub id (default: the embedded SmolLM2)")
     parser.add_argument("--prompts-from", metavar="GENERATION_CONFIG",
@@ -49,8 +52,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.prompts_from:
         out.update({f"prompts.{k}": v for k, v in prompts_from_generation_config(args.prompts_from).items()})
-    for flag, key in (("role", "role"), ("data", "data.paths"), ("format", "data.format"), ("output", "output"),
-                      ("base_model", "base_model")):
+    for flag, key in (("role", "role"), ("data", "data.paths"), ("format", "data.format"),
+                      ("catalog", "data.catalog"), ("output", "output"), ("base_model", "base_model")):
         if getattr(args, flag) is not None:
             out[key] = getattr(args, flag)
     out.update(parse_override(text) for text in args.set)
@@ -66,7 +69,9 @@ def main(args: argparse.Namespace) -> int:
     if not args.show_example:  # before the data is read, which may take a while
         check_output(Path(config.output).expanduser(), args.overwrite)
     dialogues, load_stats = load_training_data(data.paths, fmt=data.format, outcomes=data.outcomes,
-                                               min_turns=data.min_turns, max_dialogues=data.max_dialogues)
+                                               min_turns=data.min_turns, max_dialogues=data.max_dialogues,
+                                               catalog=data.catalog)
+    print(f"interplay: {load_stats.describe()}", file=sys.stderr)
     if args.show_example:
         from interplay.training.examples import describe
         from interplay.training.trainer import load_tokenizer, prepare_examples

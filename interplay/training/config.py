@@ -3,7 +3,8 @@
     role: user                       # user (the user simulator) or recommender
     base_model: ~/.cache/interplay/models/smollm2-135m-instruct   # local directory or Hugging Face hub id
     output: out/adapters/user-simulator
-    data: {paths: [out/train-corpus], format: auto, outcomes: [accepted, gave_up, max_turns], min_turns: 2}
+    data: {paths: [out/train-corpus], format: auto, outcomes: [accepted, gave_up, max_turns], min_turns: 2,
+           catalog: null}
     prompts: {item_noun: movie, accept_marker: "[ACCEPT]", quit_marker: "[QUIT]"}  # as the generation config
     lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, k_proj, v_proj, o_proj]}
     train: {learning_rate: 2.0e-4, epochs: 1, max_steps: null, batch_size: 4, gradient_accumulation_steps: 1,
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from interplay.generator.config import format_validation_error, set_dotted
 from interplay.training.errors import TrainingInputError
 
-FORMATS = ("auto", "corpus", "pearl", "messages")
+FORMATS = ("auto", "corpus", "pearl", "redial", "llm-redial", "sharegpt", "messages")
 # Outcomes whose turns are all usable: `error` and `bad_reply` end on a failed or empty turn.
 DEFAULT_OUTCOMES = ["accepted", "gave_up", "max_turns", "context_limit"]
 DEFAULT_BASE_MODEL = "~/.cache/interplay/models/smollm2-135m-instruct"
@@ -36,12 +37,15 @@ class _Strict(BaseModel):
 
 class DataSettings(_Strict):
     paths: list[str] = Field(min_length=1, description="corpus directories or files (all of one role's data)")
-    format: Literal[FORMATS] = Field("auto", description="auto, corpus, pearl or messages")
+    format: Literal[FORMATS] = Field("auto", description="auto (from the content), or one of "
+                                                         + ", ".join(FORMATS[1:]))
     outcomes: list[str] | None = Field(
         default_factory=lambda: list(DEFAULT_OUTCOMES),
         description="interplay corpora: keep dialogues with these outcomes (null: all)")
     min_turns: int = Field(2, ge=1, description="skip dialogues with fewer turns")
     max_dialogues: int | None = Field(None, ge=1, description="use at most this many dialogues")
+    catalog: str | None = Field(None, description="ReDial and LLM-REDIAL: target attributes from this catalog's "
+                                                  "item whose title the dialogue's accepted or recommended title is")
 
     @field_validator("paths", mode="before")
     @classmethod

@@ -1,186 +1,62 @@
-"""Dialogue corpora for training, in three formats, read into one Dialogue type; bad records are counted, not fatal.
+"""Dialogue corpora for training, in six formats, read into one Dialogue type; bad records are counted, not fatal.
 
-  corpus    this project's output: a directory with manifest.json and shard-*.parquet (or one shard); filtered
-            by outcome and minimum number of turns
-  pearl     PEARL-style JSON (a list of records, or JSONL): `dialogue` is a list of "Seeker: ..." /
-            "Recommender: ..." strings; `user_persona` (reviews) and the ground-truth movie (`gt_movie_title`,
-            or `gt_abstract.title`) where present
-  messages  JSONL or Parquet of {messages: [{role: user|assistant, content}], preference_summary,
-            target_attributes}; `interplay summarize` writes this format
+  corpus      this project's output: a directory with manifest.json and shard-*.parquet (or one shard); filtered
+              by outcome and minimum number of turns
+  pearl       PEARL as released (train.json, ...) and PEARL's generator output (formats/pearl.py)
+  redial      ReDial's train_data.jsonl / test_data.jsonl (formats/redial.py)
+  llm-redial  LLM-REDIAL's domain folders (formats/llm_redial.py)
+  sharegpt    {conversations: [{from: human|gpt, value}]} JSONL or JSON (formats/chat.py)
+  messages    JSONL or Parquet of {messages: [{role: user|assistant, content}], preference_summary,
+              target_attributes}; `interplay summarize` writes this format
 
-A record with missing fields, an empty dialogue, a speaker that is neither side, an empty turn or two turns of
-the same side in a row is skipped and counted by reason. A recommender turn that opens a dialogue is dropped (the
-generator's protocol has the user first) and counted as a repair.
+A record with missing fields, an empty dialogue, a speaker outside the two roles, an empty turn, an unresolvable
+ReDial `@id` or two turns of the same side in a row is skipped and counted by reason. A recommender turn that
+opens a dialogue is dropped (the generator's protocol has the user first) and counted as a repair.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-from interplay.generator.inputs.seeds import _normalize_attributes
 from interplay.training.errors import TrainingInputError
+from interplay.training.formats.chat import CORPUS_COLUMNS, corpus_record, messages_record, sharegpt_record
+from interplay.training.formats.llm_redial import llm_redial_records
+from interplay.training.formats.pearl import pearl_record
+from interplay.training.formats.redial import AttributesOf, redial_record
 from interplay.training.readers import Unreadable, detect_format, json_records, parquet_files, parquet_rows
+from interplay.training.records import ENDING_NAMES, Dialogue, LoadStats, without_persona
 
-SPEAKERS = {"user": "user", "seeker": "user", "assistant": "recommender", "recommender": "recommender"}
-ENDINGS = {"accepted": "accept", "accept": "accept", "gave_up": "quit", "quit": "quit"}
-_LABEL = re.compile(r"^\s*([A-Za-z_]+)\s*:\s?(.*)$", re.DOTALL)
-CORPUS_COLUMNS = ["conversation_id", "messages", "outcome", "preference_summary", "target_attributes",
-                  "target_item_id"]
+__all__ = ["Dialogue", "LoadStats", "detect_format", "iter_dialogues", "load_dialogues", "load_training_data"]
 
-
-@dataclass(frozen=True, slots=True)
-class Dialogue:
-    dialogue_id: str
-    turns: tuple[tuple[str, str], ...]      # (speaker "user" | "recommender", text); the user first, alternating
-    preference_summary: str | None = None
-    target_attributes: dict[str, list[str]] | None = None
-    ending: str | None = None               # "accept" | "quit" | None: how the user's last turn ended it
-    target_item: str | None = None          # ground truth, if known; never rendered into a prompt
-    persona: str | None = None              # PEARL's raw persona (reviews), input of `interplay summarize`
-
-
-@dataclass
-class LoadStats:
-    num_records: int = 0
-    skipped: Counter = field(default_factory=Counter)    # malformed records, by reason
-    filtered: Counter = field(default_factory=Counter)   # well-formed, left out by the filter
-    repaired: Counter = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"num_records": self.num_records, "skipped": dict(self.skipped), "filtered": dict(self.filtered),
-                "repaired": dict(self.repaired)}
-
-
-# ------------------------------------------------------------------------------------------ record checking
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _check_turns(turns: list[tuple[str, str]], ending: str | None, stats: LoadStats) -> tuple | str:
-    """Validated (speaker, text) turns, or a skip reason."""
-    if not turns:
-        return "empty dialogue"
-    if turns[0][0] == "recommender":
-        turns = turns[1:]
-        stats.repaired["dropped the recommender's opening turn"] += 1
-        if not turns:
-            return "empty dialogue"
-    for i, (speaker, text) in enumerate(turns):
-        if i and speaker == turns[i - 1][0]:
-            return "non-alternating dialogue"
-        # A final "[ACCEPT]" alone is stored as an empty user turn: the marker is its text.
-        if not text and not (i == len(turns) - 1 and speaker == "user" and ending):
-            return "empty turn"
-    return tuple(turns)
-
-
-def _attributes(value: Any) -> dict[str, list[str]] | None | str:
-    if value is None or (isinstance(value, (list, dict, str)) and not value):
-        return None
-    attrs = _normalize_attributes(value)  # the seeds' own reading, so both accept the same shapes
-    if attrs == "empty target_attributes":
-        return None  # missing: only the user simulator needs them, and its examples count the lack
-    return attrs  # a dict, or a skip reason
-
-
-def _dialogue(dialogue_id: str, turns: list[tuple[str, str]], row: dict[str, Any], ending: str | None,
-              stats: LoadStats, *, target_item: str | None = None, persona: str | None = None) -> Dialogue | str:
-    checked = _check_turns(turns, ending, stats)
-    if isinstance(checked, str):
-        return checked
-    attrs = _attributes(row.get("target_attributes"))
-    if isinstance(attrs, str):
-        return attrs
-    summary = row.get("preference_summary")
-    if summary is not None and not isinstance(summary, str):
-        return "bad preference_summary"
-    return Dialogue(dialogue_id, checked, _text(summary), attrs, ending, target_item, persona)
-
-
-def _message_turns(messages: Any) -> list[tuple[str, str]] | str:
-    if not isinstance(messages, list):
-        return "missing messages"
-    turns = []
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            return "message without role"
-        role = m["role"].strip().lower()
-        if role == "system":  # a training prompt of another tool: ours are rendered here
-            continue
-        if role not in SPEAKERS:
-            return f"unknown speaker {m['role']!r}"
-        content = m.get("content")
-        if content is not None and not isinstance(content, str):
-            return "message content is not text"
-        turns.append((SPEAKERS[role], (content or "").strip()))
-    return turns
-
-
-def corpus_record(row: dict[str, Any], stats: LoadStats) -> Dialogue | str:
-    turns = _message_turns(row.get("messages"))
-    if isinstance(turns, str):
-        return turns
-    ending = ENDINGS.get(row.get("outcome") or "")
-    return _dialogue(str(row.get("conversation_id")), turns, row, ending, stats,
-                     target_item=_text(row.get("target_item_id")))
-
-
-def messages_record(row: Any, index: int, stats: LoadStats) -> Dialogue | str:
-    if not isinstance(row, dict):
-        return "record is not an object"
-    turns = _message_turns(row.get("messages"))
-    if isinstance(turns, str):
-        return turns
-    ending = ENDINGS.get(str(row.get("ending") or row.get("outcome") or "").lower())
-    did = row.get("dialogue_id", row.get("id", index))
-    return _dialogue(str(did), turns, row, ending, stats, target_item=_text(row.get("target_item")),
-                     persona=_text(row.get("persona")))
-
-
-def _persona(value: Any) -> str | None:
-    if isinstance(value, list):  # a list of reviews, or of {title, abstract}
-        parts = [v.get("abstract") if isinstance(v, dict) else v for v in value]
-        value = "\n\n".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
-    return _text(value)
-
-
-def pearl_record(row: Any, index: int, stats: LoadStats) -> Dialogue | str:
-    if not isinstance(row, dict):
-        return "record is not an object"
-    lines = row.get("dialogue")
-    if lines is None:
-        return "missing dialogue"
-    if not isinstance(lines, list):
-        return "dialogue is not a list"
-    turns = []
-    for line in lines:
-        match = _LABEL.match(line) if isinstance(line, str) else None
-        if not match:
-            return "turn without a speaker label"
-        speaker = SPEAKERS.get(match.group(1).lower())
-        if speaker is None:
-            return f"unknown speaker {match.group(1)!r}"
-        turns.append((speaker, match.group(2).strip()))
-    gt = row.get("gt_movie_title") or row.get("gt_movie")
-    if gt is None and isinstance(row.get("gt_abstract"), dict):
-        gt = row["gt_abstract"].get("title")
-    did = row.get("data_id", row.get("dialogue_id", row.get("id", index)))
-    return _dialogue(str(did), turns, row, ENDINGS.get(str(row.get("ending") or "").lower()), stats,
-                     target_item=_text(gt), persona=_persona(row.get("user_persona")))
+RECORD_PARSERS: dict[str, Callable[..., Dialogue | str]] = {
+    "pearl": pearl_record, "redial": redial_record, "sharegpt": sharegpt_record, "messages": messages_record}
+# Formats whose target attributes can come from a catalog (matched on the accepted or recommended title).
+USES_CATALOG = ("redial", "llm-redial")
 
 
 class Filtered(str):
     """Why a well-formed record was left out (a skip reason is a plain str)."""
 
 
-def _records(path: Path, fmt: str, stats: LoadStats, outcomes: set[str] | None) -> Iterator[Dialogue | str]:
+def catalog_attributes(path: str | Path) -> AttributesOf:
+    """title -> that catalog item's attributes (None when no item has the title)."""
+    from interplay.generator.inputs.catalog import Catalog
+
+    catalog = Catalog.load(Path(path).expanduser())
+
+    def attributes_of(title: str) -> dict[str, list[str]] | None:
+        ids = catalog.ground(title)
+        item = catalog.get(ids[0]) if ids else None
+        return {k: list(v) for k, v in item.attributes.items()} or None if item else None
+
+    return attributes_of
+
+
+def _records(path: Path, fmt: str, stats: LoadStats, outcomes: set[str] | None,
+             attributes_of: AttributesOf | None) -> Iterator[Dialogue | str]:
     if fmt == "corpus":
         for row in parquet_rows(parquet_files(path), CORPUS_COLUMNS):
             if outcomes is not None and row.get("outcome") not in outcomes:
@@ -188,7 +64,12 @@ def _records(path: Path, fmt: str, stats: LoadStats, outcomes: set[str] | None) 
             else:
                 yield corpus_record(row, stats)
         return
-    parse = pearl_record if fmt == "pearl" else messages_record
+    if fmt == "llm-redial":
+        yield from llm_redial_records(path, stats, attributes_of)
+        return
+    parse = RECORD_PARSERS[fmt]
+    if fmt == "redial":
+        parse = partial(parse, attributes_of=attributes_of)
     if path.is_dir() or path.suffix == ".parquet":
         for i, row in enumerate(parquet_rows(parquet_files(path), None)):
             yield parse(row, i, stats)
@@ -197,30 +78,43 @@ def _records(path: Path, fmt: str, stats: LoadStats, outcomes: set[str] | None) 
             yield str(row) if isinstance(row, Unreadable) else parse(row, i, stats)
 
 
-def load_dialogues(paths: Iterable[str | Path], *, fmt: str = "auto", outcomes: list[str] | None = None,
-                   min_turns: int = 1, max_dialogues: int | None = None, keep_persona: bool = False,
-                   ) -> tuple[list[Dialogue], LoadStats]:
-    """All usable dialogues of `paths`, and what was skipped, filtered out or repaired (by reason)."""
-    stats, dialogues = LoadStats(), []
-    for raw_path in paths:
-        path = Path(raw_path).expanduser()
+def iter_dialogues(paths: Iterable[str | Path], stats: LoadStats, *, fmt: str = "auto",
+                   outcomes: list[str] | None = None, min_turns: int = 1, keep_persona: bool = False,
+                   catalog: str | Path | None = None) -> Iterator[Dialogue]:
+    """The usable dialogues of `paths`, in order, one at a time; `stats` counts what was read and left out."""
+    paths = [Path(p).expanduser() for p in paths]
+    for path in paths:  # every path is checked before the first record is read
         if not path.exists():
-            raise TrainingInputError(f"training data {str(raw_path)!r} does not exist")
+            raise TrainingInputError(f"training data {str(path)!r} does not exist")
+    attributes_of = None
+    for path in paths:
         file_fmt = detect_format(path) if fmt == "auto" else fmt
-        for item in _records(path, file_fmt, stats, set(outcomes) if outcomes is not None else None):
+        if catalog is not None and attributes_of is None and file_fmt in USES_CATALOG:
+            attributes_of = catalog_attributes(catalog)
+        for item in _records(path, file_fmt, stats, set(outcomes) if outcomes is not None else None,
+                             attributes_of):
             stats.num_records += 1
             if isinstance(item, Filtered):
                 stats.filtered[item] += 1
-                continue
-            if isinstance(item, str):
+            elif isinstance(item, str):
                 stats.skipped[item] += 1
-                continue
-            if len(item.turns) < min_turns:
+            elif len(item.turns) < min_turns:
                 stats.filtered[f"fewer than {min_turns} turns"] += 1
-                continue
-            dialogues.append(item if keep_persona or item.persona is None else _without_persona(item))
-            if max_dialogues is not None and len(dialogues) >= max_dialogues:
-                return dialogues, stats
+            else:
+                stats.endings[ENDING_NAMES[item.ending]] += 1
+                yield item if keep_persona or item.persona is None else without_persona(item)
+
+
+def load_dialogues(paths: Iterable[str | Path], *, fmt: str = "auto", outcomes: list[str] | None = None,
+                   min_turns: int = 1, max_dialogues: int | None = None, keep_persona: bool = False,
+                   catalog: str | Path | None = None) -> tuple[list[Dialogue], LoadStats]:
+    """All usable dialogues of `paths`, and what was skipped, filtered out or repaired (by reason)."""
+    stats, dialogues = LoadStats(), []
+    for dialogue in iter_dialogues(paths, stats, fmt=fmt, outcomes=outcomes, min_turns=min_turns,
+                                   keep_persona=keep_persona, catalog=catalog):
+        dialogues.append(dialogue)
+        if max_dialogues is not None and len(dialogues) >= max_dialogues:
+            break
     return dialogues, stats
 
 
@@ -234,14 +128,10 @@ def no_usable(what: str, paths: Iterable[str], num_records: int, *reasons: Count
 
 
 def load_training_data(paths: list[str], *, fmt: str, outcomes: list[str] | None, min_turns: int,
-                       max_dialogues: int | None) -> tuple[list[Dialogue], LoadStats]:
+                       max_dialogues: int | None, catalog: str | None = None) -> tuple[list[Dialogue], LoadStats]:
     """load_dialogues, and one clear error when nothing is usable (before any model is loaded)."""
     dialogues, stats = load_dialogues(paths, fmt=fmt, outcomes=outcomes, min_turns=min_turns,
-                                      max_dialogues=max_dialogues)
+                                      max_dialogues=max_dialogues, catalog=catalog)
     if not dialogues:
         raise no_usable("dialogues", paths, stats.num_records, stats.skipped, stats.filtered)
     return dialogues, stats
-
-
-def _without_persona(d: Dialogue) -> Dialogue:
-    return Dialogue(d.dialogue_id, d.turns, d.preference_summary, d.target_attributes, d.ending, d.target_item)

@@ -82,7 +82,8 @@ def build_example(tokenizer: Any, role: str, dialogue: Dialogue, prompts: Prompt
     if isinstance(view, str):
         return view
     system, history = view
-    positions = [k for k, (speaker, _) in enumerate(history) if speaker == role]
+    # Context turns (PEARL's fixed opening) are in the prompt but never carry the loss.
+    positions = [k for k, (speaker, _) in enumerate(history) if speaker == role and k >= dialogue.num_context_turns]
     if not positions:
         return f"no {role} turn"
     full = render(tokenizer, role_messages(role, system, history[:positions[-1] + 1], item=prompts.item_noun),
@@ -136,7 +137,7 @@ def build_examples(tokenizer: Any, role: str, dialogues: Iterable[Dialogue], pro
         stats.num_turns += example.num_turns
         stats.num_tokens += len(example.input_ids)
         stats.num_loss_tokens += sum(t != IGNORE for t in example.labels)
-        role_turns = sum(speaker == role for speaker, _ in dialogue.turns)
+        role_turns = sum(speaker == role for speaker, _ in dialogue.turns[dialogue.num_context_turns:])
         stats.num_cut += example.num_turns < role_turns
     return examples, stats
 

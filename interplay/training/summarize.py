@@ -1,38 +1,43 @@
 """`interplay summarize`: preference summaries and target attributes for dialogues that lack them, in batch.
 
-    interplay summarize --data pearl/train.json --config configs/embedded.yaml --output pearl-summarized.parquet
+    interplay summarize --data pearl/train.json --config configs/embedded.yaml --output data/pearl-summarized
 
 The user simulator is conditioned on a preference summary and target attributes. PEARL has personas made of
-reviews instead, and other corpora may have nothing but the dialogue. For each dialogue without them, the model of
-the given generation config (its `engine` section, served by the generator's own engine layer) writes:
-  - a preference summary, from the persona's reviews (or, without a persona, from what the user says);
+reviews instead (and its target attributes from gt_genre, gt_director, gt_cast: only the summary is written
+then), ReDial and LLM-REDIAL may have nothing but the dialogue. For each dialogue without them, the model of the
+given generation config (its `engine` section, served by the generator's own engine layer) writes:
+  - a preference summary, from the persona's reviews and the titles they review (or, without a persona, from what
+    the user says);
   - target attributes, from what the user asks for in the dialogue (and the ground-truth movie, if known), as
-    `name: value, value` lines. The target title itself is kept out of both: the simulator must not know it.
-All requests run concurrently (up to the config's max_in_flight) and the result is one Parquet file in the
-`messages` format that `interplay train` reads. The dialogues that already had both are copied as they are.
+    `name: value, value` lines. The target title, with or without its year, is kept out of both: the simulator
+    must not know it.
+The input is streamed and summarized in parts (--part-size dialogues, all of a part's requests in flight at once,
+up to the config's max_in_flight); each part is written as soon as it is done (summary_output.py), so a crash
+loses at most one part and a rerun resumes. The output is a directory of Parquet files in the `messages` format
+that `interplay train` reads. Dialogues that already have both are copied as they are.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import itertools
 import re
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from interplay.common.titles import mentions
-from interplay.generator.dialogue.prompts import corpus_messages
-from interplay.generator.inputs.seeds import ATTRIBUTES_TYPE, attributes_to_arrow
-from interplay.generator.output.records import MESSAGE_TYPE
 from interplay.generator.runtime.scheduler import EngineDead
 from interplay.logs import engine_logs_to
 from interplay.training.config import FORMATS
-from interplay.training.data import Dialogue, load_dialogues
+from interplay.training.data import iter_dialogues
 from interplay.training.errors import TrainingInputError
+from interplay.training.records import Dialogue, LoadStats
+from interplay.training.summary_output import SummaryOutput
 
 HELP = "write preference summaries and target attributes for dialogues without them (e.g. PEARL personas)"
 # Low temperature: a summary should say what the evidence says. Overridable with --set user.sampling.KEY=VALUE.
@@ -62,11 +67,6 @@ Here is what a person said while asking for a {item} recommendation:
 List what they were looking for, one line per attribute, written as `name: value, value`, with names such as \
 genres, mood, era, themes. Do not name any {item} title."""
 
-SCHEMA = pa.schema([
-    pa.field("dialogue_id", pa.string()), pa.field("messages", pa.list_(MESSAGE_TYPE)),
-    pa.field("preference_summary", pa.string()), pa.field("target_attributes", ATTRIBUTES_TYPE),
-    pa.field("ending", pa.string()), pa.field("target_item", pa.string()), pa.field("summary_model", pa.string()),
-])
 _ATTR_LINE = re.compile(r"^\s*(?:[-*\d.)]+\s*)?\**([A-Za-z][A-Za-z /_-]{0,30}?)\**\s*:\s*(.+)$")
 
 
@@ -159,49 +159,69 @@ class Summarizer:
         if not attrs:
             text = answers.pop(0)
             attrs = parse_attributes(text, d.target_item) if text else None
-        return Dialogue(d.dialogue_id, d.turns, summary, attrs, d.ending, d.target_item)
+        return dataclasses.replace(d, preference_summary=summary, target_attributes=attrs, persona=None)
 
 
-def write_parquet(path: Path, dialogues: list[Dialogue], model: str) -> None:
-    rows = [{"dialogue_id": d.dialogue_id, "messages": corpus_messages(d.turns),
-             "preference_summary": d.preference_summary,
-             "target_attributes": attributes_to_arrow(d.target_attributes) if d.target_attributes else None,
-             "ending": d.ending, "target_item": d.target_item, "summary_model": model} for d in dialogues]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp, compression="zstd")
-    tmp.replace(path)
+def needs_summary(d: Dialogue) -> bool:
+    return d.preference_summary is None or not d.target_attributes
 
 
-async def summarize_all(config: Any, dialogues: list[Dialogue], open_engines: Any,
-                        progress: Any = None) -> tuple[list[Dialogue], str, int]:
+def batches(dialogues: Iterator[Dialogue], size: int, skip: int) -> Iterator[list[Dialogue]]:
+    """`size` dialogues at a time, after the first `skip` (those the written parts hold)."""
+    batch: list[Dialogue] = []
+    for i, d in enumerate(dialogues):
+        if i < skip:
+            continue
+        batch.append(d)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def summarize_parts(config: Any, parts: Iterator[list[Dialogue]], open_engines: Any,
+                          write: Callable[[list[Dialogue], str], None], *, first_index: int = 0,
+                          progress: Any = None) -> tuple[str, int]:
+    """Summarize part after part, writing each when done; the engine starts with the first part that needs it.
+    Returns (model, failed requests)."""
     from tqdm import tqdm
 
-    async with open_engines(config) as clients:
-        client = clients["user"]
-        summarizer = Summarizer(client, item=config.conversation.item_noun, run_seed=config.seed,
-                                max_in_flight=config.max_in_flight)
-        bar = tqdm(total=len(dialogues), unit="dlg", file=progress, disable=progress is None)
-
-        async def one(i: int, d: Dialogue) -> Dialogue:
-            result = await summarizer.one(i, d)
-            bar.update(1)
-            return result
-
-        done = await asyncio.gather(*(one(i, d) for i, d in enumerate(dialogues)))
-        bar.close()
-        return list(done), client.model, summarizer.failed
+    model, index = config.engine_args("user")["model"], first_index
+    bar = tqdm(unit="dlg", initial=first_index, file=progress, disable=progress is None)
+    async with contextlib.AsyncExitStack() as stack:
+        summarizer = None
+        for part in parts:
+            todo = [i for i, d in enumerate(part) if needs_summary(d)]
+            if todo and summarizer is None:
+                client = (await stack.enter_async_context(open_engines(config)))["user"]
+                model = client.model
+                summarizer = Summarizer(client, item=config.conversation.item_noun, run_seed=config.seed,
+                                        max_in_flight=config.max_in_flight)
+            if todo:
+                done = await asyncio.gather(*(summarizer.one(index + i, part[i]) for i in todo))
+                for i, d in zip(todo, done):
+                    part[i] = d
+            write(part, model)
+            index += len(part)
+            bar.update(len(part))
+    bar.close()
+    return model, summarizer.failed if summarizer else 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", required=True, metavar="PATH", help="dialogues (any training format)")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="data format (default: from content)")
     parser.add_argument("--config", required=True, help="generation config whose engine writes the summaries")
-    parser.add_argument("--output", required=True, help="Parquet file to write (the `messages` format)")
+    parser.add_argument("--output", required=True,
+                        help="directory of Parquet parts to write (the `messages` format); a rerun resumes it")
+    parser.add_argument("--catalog", help="ReDial and LLM-REDIAL: target attributes from this catalog")
     parser.add_argument("--limit", type=int, help="only the first N dialogues")
+    parser.add_argument("--part-size", type=int, default=1000,
+                        help="dialogues per part: a crash loses at most the part being written (default 1000)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a generation config value, e.g. --set user.sampling.max_tokens=200")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--overwrite", action="store_true", help="start the output over")
     parser.add_argument("--verbose", action="store_true", help="show vLLM's log lines here")
 
 
@@ -210,33 +230,36 @@ def main(args: argparse.Namespace) -> int:
     from interplay.generator.runtime.engine import check_config, open_engines
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise TrainingInputError(f"{out} already exists; pass --overwrite to replace it")
     # The base model writes summaries: adapters of the config (trained simulators) are not used.
     overrides: dict[str, Any] = {"user.adapter": None, "recommender.adapter": None, "user.sampling": dict(SAMPLING)}
     overrides.update(parse_override(text) for text in args.set)
     config = load_config(args.config, overrides)
     check_config(config)
-    dialogues, stats = load_dialogues(args.data, fmt=args.format, outcomes=None, max_dialogues=args.limit,
-                                      keep_persona=True)
-    if not dialogues:
-        raise TrainingInputError(f"no usable dialogues in {', '.join(args.data)} ({stats.num_records} records; "
-                                 f"skipped: {dict(stats.skipped)})")
-    todo = [i for i, d in enumerate(dialogues) if d.preference_summary is None or not d.target_attributes]
-    print(f"interplay: {len(dialogues)} dialogues ({stats.num_records} records, skipped {dict(stats.skipped)}); "
-          f"summarizing {len(todo)}", file=sys.stderr)
-    model, failed = config.engine_args("user")["model"], 0
-    if todo:
-        log = None if args.verbose else out.with_name(out.name + ".engine.log")
-        if log is not None:
-            print(f"interplay: starting vLLM (its log: {log})", file=sys.stderr)
-        with engine_logs_to(log) as (_, err):
-            done, model, failed = asyncio.run(summarize_all(config, [dialogues[i] for i in todo], open_engines,
-                                                            progress=err))
-        for i, d in zip(todo, done):
-            dialogues[i] = d
-    write_parquet(out, dialogues, model)
-    usable = sum(d.preference_summary is not None and bool(d.target_attributes) for d in dialogues)
-    print(f"wrote {out}: {len(dialogues)} dialogues, {usable} with a summary and target attributes"
-          + (f", {failed} failed requests" if failed else ""))
+    inputs = {"data": [str(Path(p).expanduser().resolve()) for p in args.data], "format": args.format,
+              "limit": args.limit, "catalog": args.catalog}
+    output = SummaryOutput(out, inputs=inputs, part_size=args.part_size, overwrite=args.overwrite)
+    if output.complete:
+        print(f"{out} is complete: {output.num_done} dialogues (pass --overwrite to write it again)")
+        return 0
+    stats = LoadStats()
+    dialogues = iter_dialogues(args.data, stats, fmt=args.format, keep_persona=True, catalog=args.catalog)
+    if args.limit is not None:
+        dialogues = itertools.islice(dialogues, args.limit)
+    if output.num_done:
+        print(f"interplay: resuming {out}: {len(output.parts)} parts ({output.num_done} dialogues) already written",
+              file=sys.stderr)
+    log = None if args.verbose else out.with_name(out.name + ".engine.log")
+    if log is not None:
+        print(f"interplay: vLLM's log (once it starts): {log}", file=sys.stderr)
+    with engine_logs_to(log) as (_, err):
+        _, failed = asyncio.run(summarize_parts(config, batches(dialogues, args.part_size, output.num_done),
+                                                open_engines, output.write_part, first_index=output.num_done,
+                                                progress=err))
+    if not output.num_done:
+        raise TrainingInputError(f"no usable dialogues in {', '.join(args.data)} ({stats.describe()})")
+    output.finish(stats.as_dict())
+    usable = sum(part["num_usable"] for part in output.parts)
+    print(f"interplay: {stats.describe()}", file=sys.stderr)
+    print(f"wrote {out}: {output.num_done} dialogues in {len(output.parts)} parts, {usable} with a summary and "
+          "target attributes" + (f", {failed} failed requests" if failed else ""))
     return 0
