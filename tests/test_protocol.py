@@ -162,14 +162,14 @@ def test_reference_records_the_accept_when_the_simulator_forgets_the_marker(tmp_
     assert all(r["turns"][-1]["note"] == "accept recorded by the protocol: the target was suggested" for r in rows)
 
 
-def test_reference_user_knows_the_target_and_reads_a_note_after_each_suggestion(tmp_path: Path, make_config) -> None:
+def test_reference_user_reads_a_note_after_each_suggestion(tmp_path: Path, make_config) -> None:
     config = make_config(protocol="reference", conversation={"max_turns": 10})
     rows, prompts = run(config, tmp_path / "out", **accept_only_target(config))
     catalog = make_catalog()
     row = next(r for r in rows if r["num_turns"] >= 4)
     target = catalog.get(row["target_item_id"]).display
     user_prompt = prompts[f"{row['conversation_id']}@{row['num_turns'] - 1}"]
-    assert target in user_prompt[0]["content"]
+    assert target not in user_prompt[0]["content"]  # the built-in prompt keeps the title from the simulator
     notes = [m["content"] for m in user_prompt[3::2]]  # the recommender's messages, in the simulator's view
     assert notes[-1].endswith(f"(This is {target}, the movie you were hoping for: take it.)")
     assert all(n.endswith("(Not the movie you are hoping for.)") for n in notes[:-1])
@@ -252,7 +252,9 @@ def test_protocol_messages_need_no_engine() -> None:
     config = GenerateConfig.model_validate({"engine": {"model": "org/model"}, "protocol": "reference"})
     protocol = DialogueProtocol(config, make_catalog())
     conv = Conversation("c", 0, Seed("c", "likes crime", {"genres": ["Crime"], "decade": ["1990s"]}, "m6"))
-    assert "Pulp Fiction (1994)" in protocol.messages(conv, "user")[0]["content"]
+    assert "Pulp Fiction" not in protocol.messages(conv, "user")[0]["content"]
+    custom = config.model_copy(update={"user": config.user.model_copy(update={"system_prompt": "Find {target}."})})
+    assert DialogueProtocol(custom, make_catalog()).messages(conv, "user")[0]["content"] == "Find Pulp Fiction (1994)."
     conv.add_reply(Completion("Something with gangsters.", 1, 1, 0, "stop"), ReplyParser(), make_catalog(), 10,
                    reference=True)
     rec = protocol.messages(conv, "recommender")

@@ -132,9 +132,10 @@ DEFAULT_NUM_CANDIDATES = {"reference_free": 0, "reference": 3}
 
 class GenerateConfig(_Strict):
     protocol: Literal["reference_free", "reference"] = Field(
-        "reference_free", description="reference_free: the user simulator never knows the target (the method); "
-                                      "reference: it does, and the recommender picks from a shortlist holding it "
-                                      "(teacher dialogues to train on)")
+        "reference_free", description="reference_free: nothing of the target reaches a prompt (the method); "
+                                      "reference: the user simulator is told whether each suggestion is the target "
+                                      "and the recommender picks from a shortlist holding it (teacher dialogues "
+                                      "to train on)")
     topology: Literal["shared", "separate"] = "shared"
     engine: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments (all engines)")
     user: RoleConfig = Field(default_factory=RoleConfig)

@@ -3,7 +3,7 @@
 Under the reference-free protocol (the method) the user simulator sees its preference summary and target
 attributes, never the target item; the recommender sees only the conversation, plus the catalog candidates it is
 shown (attached to the user message they follow). Under the reference protocol (the teacher) the user simulator
-also knows the target, and each recommender message reaches it with a note saying whether it is the target. Each role sees the dialogue from its own side: its own turns are `assistant`
+is steered towards the target: each recommender message reaches it with a note saying whether it is the target. Each role sees the dialogue from its own side: its own turns are `assistant`
 messages, the other role's turns are `user` messages. Histories only grow by appending, so every turn's prompt
 starts with the previous turn's prompt and vLLM's prefix cache serves it.
 """
@@ -21,15 +21,18 @@ its questions, and react to every {item} it suggests, saying why it fits or not.
 matches what you want now, say which one you pick and end your message with {accept_marker}. If nothing fits \
 after several suggestions, say goodbye and end your message with {quit_marker}."""
 
-# The teacher's user simulator: PEARL's seeker, who knows the target item and steers towards it without naming it.
+# The teacher's user simulator (protocol: reference). It is steered by the notes below, which say whether each
+# suggestion is the target; its system prompt does not name the target. With the title in it, SmolLM2-135M named
+# the target before the recommender did in 5 of 32 teacher dialogues, and in 0 of 32 without, at the same
+# acceptance (13 of 32): a small model cannot keep a secret it is told. A template of your own may use {target}.
 USER_SYSTEM_REFERENCE = """\
 You are a person chatting with a {item} recommender to find a {item} for tonight.
 About you: {preference_summary}
 What you are in the mood for now: {target_attributes}.
-The {item} you are secretly hoping for is {target}. Never say its title: describe what you want so the \
-recommender can find it. Write only your own short messages (one or two sentences), never the recommender's. \
-When it suggests another {item}, say in a few words why it does not fit you. When it suggests {target}, say \
-you will take it and end your message with {accept_marker}."""
+Write only your own short messages (one or two sentences), never the recommender's. Say what you want and \
+answer its questions. When it suggests a {item} that is not the one you are hoping for, say in a few words why \
+it does not fit you. When it suggests the one you are hoping for, say you will take it and end your message \
+with {accept_marker}."""
 
 # Notes the teacher's user simulator reads after each recommender message; never stored, never trained on.
 TARGET_SUGGESTED_NOTE = "\n\n(This is {target}, the {item} you were hoping for: take it.)"

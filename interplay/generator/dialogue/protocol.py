@@ -3,8 +3,9 @@
     reference_free   the method. The user simulator knows its preference summary and target attributes, never the
                      target; the recommender knows the conversation, plus, with recommender.num_candidates: k, the
                      k catalog items that best match what the user said so far (inputs/retrieval.py).
-    reference        the teacher (PEARL's way, on two LLMs). The user simulator also knows the target and, after
-                     each recommender message, reads a note saying whether that was the target; the recommender is
+    reference        the teacher (PEARL's way, on two LLMs). The user simulator is steered towards the target:
+                     after each recommender message it reads a note saying whether that was the target (its
+                     system prompt may name it too, as {target} in a template of your own); the recommender is
                      shown a shortlist of the target and k-1 distractors (inputs/shortlist.py), less what it
                      already suggested; its replies are started with a plain opener ("How about", ...:
                      recommender.reply_openers). The user's turn right after the target is suggested accepts it
