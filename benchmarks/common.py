@@ -188,9 +188,9 @@ class RecordingClient:
     def render(self, messages: list[dict[str, str]], cache: Any = None) -> list[int]:
         return self.inner.render(messages, cache)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, **kw: Any) -> Completion:
         req = self.log.submitted(self.role, prompt_token_ids, seed)
-        completion = await self.inner.generate(request_id, prompt_token_ids, seed)
+        completion = await self.inner.generate(request_id, prompt_token_ids, seed, **kw)
         self.log.done(req, completion)
         return completion
 

@@ -120,7 +120,8 @@ class ZeroLatencyClient:
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
         return self.tokenizer.render(messages, cache)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+                       regex: str | None = None) -> Completion:
         await asyncio.sleep(0)
         self.num_calls += 1
         text, num_tokens = self.replies[seed % len(self.replies)]

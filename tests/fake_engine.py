@@ -74,6 +74,7 @@ class Call:
     finished: float | None = None
     result: str = "pending"   # "ok", "error", "dead", "cancelled"
     text: str | None = None
+    regex: str | None = None  # the structured-output constraint the request carried
 
 
 @dataclass
@@ -141,10 +142,12 @@ class FakeClient:
             ids += [10 + zlib.crc32(w.encode()) % 30000 for w in m["content"].split()]
         return ids
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+                       regex: str | None = None) -> Completion:
         log = self.log
         conversation_id, turn = split_request_id(request_id)
-        call = Call(self.role, request_id, conversation_id, turn, len(prompt_token_ids), seed, time.perf_counter())
+        call = Call(self.role, request_id, conversation_id, turn, len(prompt_token_ids), seed, time.perf_counter(),
+                    regex=regex)
         log.calls.append(call)
         if len(prompt_token_ids) + self.max_tokens > self.max_model_len:
             log.oversized.append(request_id)

@@ -34,9 +34,9 @@ class RecordingClient(FakeClient):
         self._last = messages
         return super().render(messages, cache)
 
-    async def generate(self, request_id, prompt_token_ids, seed):
+    async def generate(self, request_id, prompt_token_ids, seed, **kw):
         self.prompts[request_id] = self._last  # render and generate run back to back for one request
-        return await super().generate(request_id, prompt_token_ids, seed)
+        return await super().generate(request_id, prompt_token_ids, seed, **kw)
 
 
 def run(config: GenerateConfig, out: Path, **replies: Any) -> tuple[list[dict], dict[str, list[dict[str, str]]]]:
@@ -261,3 +261,58 @@ def test_protocol_messages_need_no_engine() -> None:
     assert rec[-1]["role"] == "assistant" and rec[-1]["content"] == conv.pending_opener  # a started reply
     assert "Pulp Fiction (1994)" in rec[-2]["content"] and conv.pending_candidates
     assert "Pulp Fiction" not in rec[0]["content"]  # the system prompt names no item
+
+
+def test_training_recomputes_the_candidates_generation_showed(tmp_path: Path, make_config) -> None:
+    """Training renders a served-with-candidates recommender's view from the stored text alone: the lists it
+    recomputes are the ones generation showed, turn for turn."""
+    from interplay.generator.dialogue.protocol import RetrievedCandidates
+
+    rows, prompts = run(make_config(recommender={"num_candidates": 3}, conversation={"max_turns": 8}),
+                        tmp_path / "out")
+    retrieved = RetrievedCandidates(make_catalog(), 3)
+    for row in rows:
+        history = [(t["role"], t["text"]) for t in row["turns"]]
+        shown = [t["candidate_item_ids"] for t in row["turns"] if t["role"] == "recommender"]
+        assert retrieved.shown(history)[:len(shown)] == shown
+        if shown:
+            last_rec = max(i for i, t in enumerate(row["turns"]) if t["role"] == "recommender")
+            served = prompts[f"{row['conversation_id']}@{last_rec}"]
+            view = retrieved.view(history[:last_rec])
+            assert [m["content"] for m in served[1:]] == [text for _, text in view]
+
+
+def test_teacher_replies_are_constrained_to_name_one_candidate(tmp_path: Path, make_config) -> None:
+    import re
+
+    config = make_config(protocol="reference", conversation={"max_turns": 10})
+    prompts: dict = {}
+    log = EngineLog()
+    replies = accept_only_target(config)
+    clients = {role: RecordingClient(role, prompts, log=log, replies=replies[role]) for role in ("user", "recommender")}
+    asyncio.run(Generation(config, tmp_path / "out").run(fake_open_engines(clients)))
+    rec_calls = [c for c in log.calls if c.role == "recommender"]
+    assert rec_calls and all(c.regex for c in rec_calls)
+    assert all(c.regex is None for c in log.calls if c.role == "user")
+    for call in rec_calls:  # the fake's reply names a shortlisted item: it must match, a made-up one must not
+        assert re.fullmatch(call.regex, call.text)
+        assert not re.fullmatch(call.regex, " The Godfather (1972)? A classic.")
+    free = EngineLog()
+    clients = {role: RecordingClient(role, {}, log=free) for role in ("user", "recommender")}
+    asyncio.run(Generation(make_config(recommender={"num_candidates": 3}), tmp_path / "free").run(
+        fake_open_engines(clients)))
+    assert all(c.regex is None for c in free.calls)  # reference-free: unconstrained unless asked
+
+
+def test_naming_one_of_escapes_titles() -> None:
+    import re
+
+    from interplay.generator.dialogue.protocol import naming_one_of
+
+    names = ["Dr. Strangelove or: How I Learned to Stop Worrying (1964)", "Se7en [Director's Cut] (1995)", "+1 (2013)"]
+    after_opener = naming_one_of(names, "How about")
+    assert re.fullmatch(after_opener, " Dr. Strangelove or: How I Learned to Stop Worrying (1964)? Dark and funny.")
+    assert re.fullmatch(after_opener, " +1 (2013), a party gone wrong.")
+    assert not re.fullmatch(after_opener, " Dr X Strangelove or: How I Learned to Stop Worrying (1964)")
+    assert not re.fullmatch(after_opener, " +1 (2013)\n[catalog: ...]")
+    assert re.fullmatch(naming_one_of(names), "You could watch +1 (2013) tonight.")

@@ -163,3 +163,34 @@ def test_end_of_turn_ids_include_the_generation_config(tmp_path: Path, tokenizer
     GenerationConfig(eos_token_id=[tokenizer.eos_token_id, 7]).save_pretrained(str(tmp_path))
     assert end_of_turn_ids(tokenizer, str(tmp_path)) == {tokenizer.eos_token_id, 7}
     assert end_of_turn_ids(tokenizer, str(tmp_path / "none")) == {tokenizer.eos_token_id}
+
+
+def test_recommender_served_with_candidates_trains_on_the_lists_it_would_see(tokenizer, catalog_file):
+    from interplay.generator.dialogue.protocol import RetrievedCandidates
+    from interplay.generator.inputs.catalog import Catalog
+    from interplay.training.examples import candidate_view
+
+    prompts = PromptSettings(num_candidates=2, catalog=str(catalog_file))
+    candidates = candidate_view(prompts)
+    ex = build_example(tokenizer, "recommender", DIALOGUE, prompts, max_seq_len=4096,
+                       eos_ids=end_of_turn_ids(tokenizer), candidates=candidates)
+    text = tokenizer.decode(ex.input_ids)
+    shown = RetrievedCandidates(Catalog.load(catalog_file), 2).view(list(TURNS))
+    for speaker, content in shown[:4]:
+        assert content in text
+    assert "[catalog: Heat (1995) | Fargo (1996)]" in text  # "tense crime": the crime thriller first
+    assert "[catalog: Fargo (1996) | Pulp Fiction (1994)]" in text  # then without Heat, already suggested
+    assert recommender_system_prompt(with_candidates=True) in text
+    assert ex.num_turns == 2
+
+
+def test_candidates_follow_the_generation_config(tmp_path):
+    from interplay.training.config import prompts_from_generation_config
+
+    config = tmp_path / "gen.yaml"
+    config.write_text("recommender: {num_candidates: 5}\nseeds: {source: file, path: s.parquet, catalog: c.jsonl}\n")
+    assert prompts_from_generation_config(config) == {"num_candidates": 5, "catalog": "c.jsonl"}
+    config.write_text("protocol: reference\nrecommender: {num_candidates: 5}\n")
+    assert prompts_from_generation_config(config) == {}  # a teacher's shortlist is never served to a trained model
+    with pytest.raises(Exception, match="prompts.catalog: required"):
+        PromptSettings(num_candidates=3)

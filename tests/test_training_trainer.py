@@ -26,7 +26,7 @@ DATA = FIXTURES / "dialogues.jsonl"
 ALL_LINEAR = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
 # A random tiny model learns fast only with every projection adapted and a large learning rate.
 TRAIN_SET = ["--set", "train.max_steps=16", "--set", "train.learning_rate=1e-2", "--set", "train.batch_size=4",
-             "--set", "lora.r=8", "--set", f"lora.target_modules={ALL_LINEAR}"]
+             "--set", "lora.r=8", "--set", f"lora.target_modules={ALL_LINEAR}", "--set", "train.eval_steps=5"]
 
 
 def tree_hash(path: Path) -> str:
@@ -86,6 +86,10 @@ def test_short_run_lowers_the_loss(trained):
     assert summary["eval"]["loss_after"] < summary["eval"]["loss_before"] - 0.05
     first, last = summary["log"][0]["loss"], summary["log"][-1]["loss"]
     assert last < first
+    # the held-out curve: before training, every 5 steps, and after the last step
+    curve = summary["eval"]["curve"]
+    assert [c["step"] for c in curve] == [0, 5, 10, 15, 16]
+    assert curve[0]["loss"] == summary["eval"]["loss_before"] and curve[-1]["loss"] == summary["eval"]["loss_after"]
 
 
 def test_base_weights_unchanged_and_lora_weights_changed(tiny: Path, tmp_path: Path):

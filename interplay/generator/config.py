@@ -96,6 +96,9 @@ class RecommenderConfig(RoleConfig):
         None, description="each recommender reply starts with one of these (chosen per conversation and turn), "
                           "so a small model names an item instead of talking around it; [] for none. Default: "
                           "none under reference_free, a few plain openers under reference")
+    constrain_to_candidates: bool | None = Field(
+        None, description="each reply must name one of the candidates it was shown (vLLM structured outputs: a "
+                          "regular expression over the reply); default: under reference only")
 
 
 class SeedsConfig(_Strict):
@@ -210,6 +213,11 @@ class GenerateConfig(_Strict):
         if openers is None:
             return list(DEFAULT_OPENERS) if self.protocol == "reference" else []
         return [o for o in openers if o.strip()]
+
+    @property
+    def constrain_to_candidates(self) -> bool:
+        on = self.recommender.constrain_to_candidates
+        return (self.protocol == "reference" if on is None else on) and self.num_candidates > 0
 
     def sampling(self, role: str) -> dict[str, Any]:
         return {**DEFAULT_SAMPLING, **getattr(self, role).sampling}

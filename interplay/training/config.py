@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from interplay.generator.config import format_validation_error, set_dotted
 from interplay.training.errors import TrainingInputError
@@ -60,6 +60,16 @@ class PromptSettings(_Strict):
     quit_marker: str = Field("[QUIT]", min_length=1)
     user_system_prompt: str | None = None
     recommender_system_prompt: str | None = None
+    num_candidates: int = Field(0, ge=0, description="the recommender is served with this many retrieved catalog "
+                                                     "candidates (reference_free): its examples show the same lists")
+    catalog: str | None = Field(None, description="the catalog those candidates come from (with num_candidates)")
+
+    @model_validator(mode="after")
+    def _catalog(self) -> PromptSettings:
+        if self.num_candidates and not self.catalog:
+            raise ValueError("prompts.catalog: required with prompts.num_candidates (the catalog the served "
+                             "recommender retrieves from)")
+        return self
 
     @field_validator("user_system_prompt", "recommender_system_prompt")
     @classmethod
@@ -97,6 +107,8 @@ class TrainSettings(_Strict):
     seed: int = 0
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="dialogues held out to measure the loss")
     max_eval_examples: int = Field(64, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="also measure the held-out loss every this many steps "
+                                                           "(the curve that tells how many steps to train)")
 
 
 class TrainConfig(_Strict):
@@ -137,6 +149,17 @@ def prompts_from_generation_config(path: str | Path) -> dict[str, Any]:
         template = (raw.get(role) or {}).get("system_prompt")
         if template is not None:
             out[f"{role}_system_prompt"] = template
+    # A reference-free recommender served with retrieved candidates is trained on the same lists.
+    k = (raw.get("recommender") or {}).get("num_candidates")
+    if raw.get("protocol", "reference_free") == "reference_free" and k:
+        seeds = raw.get("seeds") or {}
+        if seeds.get("source", "movielens") == "file":
+            catalog = seeds.get("catalog")
+        else:
+            from interplay.prepare import default_movielens_dir
+
+            catalog = str(default_movielens_dir() / "catalog.parquet")
+        out.update({"num_candidates": k, "catalog": catalog})
     return out
 
 

@@ -27,8 +27,9 @@ def write_curve(out_dir: Path, summary: dict[str, Any]) -> None:
         ax.plot(steps, [sum(w) / len(w) for w in windows], color="tab:blue", label=f"moving average ({k} steps)")
     ev = summary["eval"]
     last = steps[-1] if steps else summary["steps"]
-    ax.scatter([0, last], [ev["loss_before"], ev["loss_after"]], color="tab:red", zorder=3,
-               label=f"{ev['split']} loss, before and after ({ev['num_examples']} dialogues)")
+    curve = ev.get("curve") or [{"step": 0, "loss": ev["loss_before"]}, {"step": last, "loss": ev["loss_after"]}]
+    ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], color="tab:red", marker="o", zorder=3,
+            label=f"{ev['split']} loss ({ev['num_examples']} dialogues)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss per role token")
     ax.set_title(f"{summary['role']} adapter on {Path(str(summary['base_model'])).name}")

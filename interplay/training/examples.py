@@ -11,7 +11,9 @@ end-of-turn token (what the model generates, and where vLLM stops it); everythin
   user simulator  system prompt with preference summary and target attributes, the dialogue from the user's side
                   (its turns are `assistant` messages); its last turn gets the accept or quit marker back when the
                   dialogue ended that way, since the corpus stores turns with markers stripped
-  recommender     recommender system prompt and the history only: no summary, no attributes, no target
+  recommender     recommender system prompt and the history only: no summary, no attributes, no target; served
+                  with retrieved catalog candidates (prompts.num_candidates), each user message carries the list
+                  the generator would have shown after it, recomputed from the dialogue's own words
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from interplay.generator.dialogue.prompts import recommender_system_prompt, role_messages, user_system_prompt
+from interplay.generator.dialogue.protocol import RetrievedCandidates
 from interplay.training.config import PromptSettings
 from interplay.training.data import Dialogue
+from interplay.training.errors import TrainingInputError
 
 IGNORE = -100
 
@@ -56,11 +60,28 @@ def end_of_turn_ids(tokenizer: Any, model_path: str | None = None) -> set[int]:
     return ids
 
 
-def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings) -> tuple[str, list[tuple[str, str]]] | str:
+def candidate_view(prompts: PromptSettings) -> RetrievedCandidates | None:
+    """The served recommender's candidate lists, when it is served with them (built once: it indexes the catalog)."""
+    if not prompts.num_candidates:
+        return None
+    from interplay.generator.inputs.catalog import Catalog, CatalogError
+
+    try:
+        return RetrievedCandidates(Catalog.load(prompts.catalog), prompts.num_candidates)
+    except CatalogError as e:
+        raise TrainingInputError(f"prompts.catalog: {e}") from None
+
+
+def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings, candidates: RetrievedCandidates | None = None
+              ) -> tuple[str, list[tuple[str, str]]] | str:
     """(system prompt, history as the role is trained on it), or why the dialogue cannot train this role."""
     history = list(dialogue.turns)
     if role == "recommender":
-        return recommender_system_prompt(item=prompts.item_noun, template=prompts.recommender_system_prompt), history
+        system = recommender_system_prompt(item=prompts.item_noun, template=prompts.recommender_system_prompt,
+                                           with_candidates=candidates is not None)
+        if candidates is not None:
+            history = candidates.view(history, item=prompts.item_noun)
+        return system, history
     if dialogue.preference_summary is None:
         return "no preference_summary (run `interplay summarize` on this data first)"
     if not dialogue.target_attributes:
@@ -76,9 +97,9 @@ def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings) -> tuple[s
 
 
 def build_example(tokenizer: Any, role: str, dialogue: Dialogue, prompts: PromptSettings, *, max_seq_len: int,
-                  eos_ids: set[int]) -> Example | str:
+                  eos_ids: set[int], candidates: RetrievedCandidates | None = None) -> Example | str:
     """The role's example from `dialogue`, or the reason there is none."""
-    view = role_view(role, dialogue, prompts)
+    view = role_view(role, dialogue, prompts, candidates)
     if isinstance(view, str):
         return view
     system, history = view
@@ -126,9 +147,11 @@ class ExampleStats:
 def build_examples(tokenizer: Any, role: str, dialogues: Iterable[Dialogue], prompts: PromptSettings, *,
                    max_seq_len: int, eos_ids: set[int]) -> tuple[list[Example], ExampleStats]:
     stats, examples = ExampleStats(), []
+    candidates = candidate_view(prompts) if role == "recommender" else None
     for dialogue in dialogues:
         stats.num_dialogues += 1
-        example = build_example(tokenizer, role, dialogue, prompts, max_seq_len=max_seq_len, eos_ids=eos_ids)
+        example = build_example(tokenizer, role, dialogue, prompts, max_seq_len=max_seq_len, eos_ids=eos_ids,
+                                candidates=candidates)
         if isinstance(example, str):
             stats.skipped[example] += 1
             continue

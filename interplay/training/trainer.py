@@ -172,17 +172,39 @@ def training_args(config: TrainConfig, scratch: Path, bf16: bool, num_train: int
         gradient_checkpointing=t.gradient_checkpointing, disable_tqdm=not sys.stderr.isatty())
 
 
+def held_out_loss_callback():
+    from transformers import TrainerCallback
+
+    class HeldOutLoss(TrainerCallback):
+        """The held-out loss every train.eval_steps steps, appended to `curve` as {step, loss}."""
+
+        def __init__(self, model: Any, eval_set: list[Example], config: TrainConfig, pad_id: int,
+                     curve: list[dict[str, float]]):
+            self.model, self.eval_set, self.config, self.pad_id, self.curve = model, eval_set, config, pad_id, curve
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step % self.config.train.eval_steps == 0:
+                loss = mean_loss(self.model, self.eval_set, batch_size=self.config.train.batch_size,
+                                 pad_id=self.pad_id)
+                self.curve.append({"step": state.global_step, "loss": round(loss, 4)})
+
+    return HeldOutLoss
+
+
 def fit(config: TrainConfig, model: Any, tokenizer: Any, train_set: list[Example], eval_set: list[Example],
         scratch: Path, *, bf16: bool) -> tuple[Any, dict[str, Any]]:
     """Train the LoRA weights of `model` (a PEFT model) in place; returns the Trainer and the run's summary."""
     from transformers import Trainer
 
+    HeldOutLoss = held_out_loss_callback()  # noqa: N806 (a class, defined where transformers is imported)
     if config.train.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     loss_before = mean_loss(model, eval_set, batch_size=config.train.batch_size, pad_id=pad_id)
+    curve = [{"step": 0, "loss": round(loss_before, 4)}]
+    callbacks = [HeldOutLoss(model, eval_set, config, pad_id, curve)] if config.train.eval_steps else []
     trainer = Trainer(model=model, args=training_args(config, scratch / "trainer", bf16, len(train_set)),
-                      train_dataset=train_set, data_collator=Collator(pad_id))
+                      train_dataset=train_set, data_collator=Collator(pad_id), callbacks=callbacks)
     started = time.time()
     trainer.train()
     seconds = time.time() - started
@@ -193,7 +215,9 @@ def fit(config: TrainConfig, model: Any, tokenizer: Any, train_set: list[Example
         "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(steps, 1), 2),
         "bf16": bf16, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "num_train_examples": len(train_set),
         "eval": {"num_examples": len(eval_set), "loss_before": round(loss_before, 4),
-                 "loss_after": round(loss_after, 4)},
+                 "loss_after": round(loss_after, 4),
+                 "curve": curve if curve[-1]["step"] == steps else [*curve, {"step": steps,
+                                                                             "loss": round(loss_after, 4)}]},
         "log": [dict(entry) for entry in trainer.state.log_history if "loss" in entry],
     }
 

@@ -72,6 +72,7 @@ class Conversation:
     # retried render shows the same ones; moved onto that turn when it arrives.
     pending_candidates: list[str] | None = None
     pending_opener: str = ""  # the words the recommender's pending reply was started with (part of its turn)
+    pending_regex: str | None = None  # what the pending reply must match (structured outputs), if anything
 
     @property
     def next_role(self) -> str:
@@ -108,7 +109,7 @@ class Conversation:
         item_ids = catalog.ground(parsed.text) if parsed.text else []
         target_offered = role == "user" and self.target_just_suggested
         candidates = (self.pending_candidates or []) if role == "recommender" else []
-        self.pending_candidates, self.pending_opener = None, ""
+        self.pending_candidates, self.pending_opener, self.pending_regex = None, "", None
         self.turns.append(Turn(role, parsed.text, raw, completion.num_prompt_tokens,
                                completion.num_output_tokens, completion.num_cached_tokens,
                                completion.finish_reason, item_ids, parsed.note, candidates))

@@ -36,6 +36,23 @@ from interplay.generator.inputs.retrieval import CandidateIndex, user_text
 from interplay.generator.inputs.shortlist import Shortlist
 
 
+_REGEX_SPECIAL = set("\\.^$*+?{}[]|()")
+# After the item: anything on the same line except brackets (no copied "[catalog: ...]" note).
+_REST = r"[^\n\[\]]*"
+
+
+def naming_one_of(names: Sequence[str], opener: str = "") -> str:
+    """A regular expression for a reply that names one of `names`: right away after an opener ("How about" ->
+    " Heat (1995)? ..."), else after a short lead-in. Written for vLLM's structured-output backends, which take
+    plain escapes only."""
+    def escape(text: str) -> str:
+        return "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in text)
+
+    alternatives = "|".join(escape(n) for n in names)
+    lead = " " if opener else r"[^\n\[\]]{0,60}"
+    return f"{lead}({alternatives}){_REST}"
+
+
 def recommender_history(history: Sequence[tuple[str, str]], shown: Sequence[Sequence[str]],
                         *, item: str = "movie") -> list[tuple[str, str]]:
     """The dialogue as the recommender sees it: user message i carries the candidates `shown[i]` (display
@@ -47,6 +64,35 @@ def recommender_history(history: Sequence[tuple[str, str]], shown: Sequence[Sequ
             text, k = text + candidates_note(names, item=item), k + 1
         view.append((speaker, text))
     return view
+
+
+class RetrievedCandidates:
+    """The candidates a reference-free recommender with `k` of them is shown, recomputed from a dialogue's text
+    alone: before each of its turns, the k best matches for the user's words so far, less the items it already
+    named. Generation chooses them turn by turn (DialogueProtocol.candidates); training renders the recommender's
+    view of a stored dialogue with this, so both see the same lists."""
+
+    def __init__(self, catalog: Catalog, k: int, index: CandidateIndex | None = None):
+        self.catalog, self.k = catalog, k
+        self.index = index or CandidateIndex(catalog)
+
+    def next(self, history: Sequence[tuple[str, str]], suggested: Sequence[str]) -> list[str]:
+        return self.index.search(user_text(history), self.k, exclude=suggested)
+
+    def shown(self, history: Sequence[tuple[str, str]]) -> list[list[str]]:
+        """Item ids shown after each user turn of `history`."""
+        out: list[list[str]] = []
+        suggested: dict[str, None] = {}
+        for i, (speaker, text) in enumerate(history):
+            if speaker == "user":
+                out.append(self.next(history[:i + 1], list(suggested)))
+            else:
+                suggested.update(dict.fromkeys(self.catalog.ground(text)))
+        return out
+
+    def view(self, history: Sequence[tuple[str, str]], *, item: str = "movie") -> list[tuple[str, str]]:
+        names = [[self.catalog.get(i).display for i in ids] for ids in self.shown(history)]
+        return recommender_history(history, names, item=item)
 
 
 class DialogueProtocol:
@@ -61,8 +107,10 @@ class DialogueProtocol:
             item=self.item, template=config.recommender.system_prompt, with_candidates=self.num_candidates > 0)
         self._shortlist = Shortlist(catalog, self.num_candidates, config.seed) \
             if self.is_reference and self.num_candidates else None
-        self._index = CandidateIndex(catalog) if not self.is_reference and self.num_candidates else None
+        self._retrieved = RetrievedCandidates(catalog, self.num_candidates) \
+            if not self.is_reference and self.num_candidates else None
         self.openers = config.reply_openers
+        self.constrain = config.constrain_to_candidates
 
     def messages(self, conv: Conversation, role: str) -> list[dict[str, str]]:
         """The chat messages `role` is prompted with for its next turn in `conv`."""
@@ -70,6 +118,8 @@ class DialogueProtocol:
             if conv.pending_candidates is None:
                 conv.pending_candidates = self.candidates(conv)
                 conv.pending_opener = self._opener(conv)
+                if self.constrain and conv.pending_candidates:
+                    conv.pending_regex = naming_one_of(self._names(conv.pending_candidates), conv.pending_opener)
             messages = role_messages("recommender", self._recommender_system, self._recommender_view(conv),
                                      item=self.item)
             if conv.pending_opener:  # the reply continues this unfinished assistant message
@@ -83,8 +133,8 @@ class DialogueProtocol:
         if self._shortlist is not None:
             shortlist = self._shortlist.for_conversation(conv.conversation_id, conv.seed.target_item_id)
             return [i for i in shortlist if i not in suggested]
-        if self._index is not None:
-            return self._index.search(user_text(conv.history), self.num_candidates, exclude=suggested)
+        if self._retrieved is not None:
+            return self._retrieved.next(conv.history, suggested)
         return []
 
     def _opener(self, conv: Conversation) -> str:

@@ -144,11 +144,15 @@ class VllmRoleClient:
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
         return self._renderer.render(messages, cache)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+                       regex: str | None = None) -> Completion:
+        from vllm.sampling_params import StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError
 
         params = self._params.clone()
         params.seed = seed
+        if regex is not None:
+            params.structured_outputs = StructuredOutputsParams(regex=regex)
         final = None
         try:
             async for output in self._engine.generate({"prompt_token_ids": prompt_token_ids}, params,

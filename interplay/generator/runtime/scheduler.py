@@ -31,7 +31,9 @@ class RoleClient(Protocol):
 
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]: ...
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion: ...
+    # `regex` (only passed when set): the reply must match it, by the engine's structured outputs.
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+                       regex: str | None = None) -> Completion: ...
 
 
 @dataclass
@@ -101,8 +103,9 @@ class Scheduler:
             return
         turn = len(conv.turns)
         try:
+            constraint = {"regex": conv.pending_regex} if conv.pending_regex else {}
             completion = await client.generate(f"{conv.conversation_id}@{turn}", prompt,
-                                               turn_seed(self.run_seed, conv.conversation_id, turn))
+                                               turn_seed(self.run_seed, conv.conversation_id, turn), **constraint)
         except (EngineDead, asyncio.CancelledError):
             raise
         except Exception as e:  # one failed request ends only its own conversation
