@@ -10,7 +10,7 @@ CONFIG ?= configs/embedded.yaml
 OUTPUT ?= out/$(basename $(notdir $(CONFIG)))
 NUM_DIALOGUES ?= 200
 
-.PHONY: install prepare generate train test test-fast bench clean
+.PHONY: install prepare generate train reproduce test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,13 @@ train: prepare
 		--set conversation.max_turns=6
 	$(BIN)/interplay train --role user --output out/adapters/user-simulator $(TRAIN_ARGS)
 	$(BIN)/interplay train --role recommender --output out/adapters/recommender $(TRAIN_ARGS)
+
+# The paper's result in miniature (experiments/reproduce.py): teacher dialogues on training users, both roles
+# trained on them, served reference-free to evaluation users beside the zero-shot models; about an hour on 2 CPU
+# cores. REPRODUCE_QUICK=1 for a few minutes. The last stdout line is one JSON object; the report is in
+# out/reproduce/report/.
+reproduce: prepare
+	$(BIN)/python -m experiments.reproduce
 
 test: prepare
 	$(BIN)/python -m pytest -q

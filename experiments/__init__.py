@@ -1,0 +1,1 @@
+"""Experiments that run the whole tool end to end and print what they measured (`make reproduce`)."""

@@ -1,0 +1,191 @@
+"""The paper's result in miniature (`make reproduce`): train both simulators on teacher dialogues, serve them
+reference-free to evaluation users, and measure success against the zero-shot models.
+
+    python -m experiments.reproduce [--quick | --tiny] [--out out/reproduce]
+    REPRODUCE_QUICK=1 make reproduce            # a few minutes, for a try
+
+1. split    MovieLens users into training and evaluation users (split.py; recorded in OUT/split/split.json)
+2. teacher  `protocol: reference` on training users' seeds
+3. train    one LoRA adapter per role with `interplay train` on the teacher's accepted dialogues, each on the view
+            it is served with: the user simulator on its summary and attributes (never the target, the notes or
+            the shortlist; the accept marker on its accepting turn), the recommender on the conversation with
+            the candidates retrieval shows it when served with `num_candidates: 5` (never the teacher's shortlist)
+4. merge    each adapter into full weights: vLLM's CPU LoRA path is about 4x slower than a plain model
+5. evaluate the same evaluation users' seeds for every corpus: zero_shot, zero_shot_candidates, trained,
+            trained_user (trained simulator, zero-shot recommender), teacher, baseline (single LLM)
+6. report   `interplay report` of all corpora side by side (OUT/report/: report.md, report.json, plots)
+
+Every step writes under OUT and is skipped when its output is already complete, so a rerun after a crash goes
+on where it stopped (use a new --out after changing sizes). Progress goes to stderr, each command's output to
+OUT/logs/, and the last line of stdout is one JSON object: {"corpora": {name: headline figures}, "train":
+{role: {steps, eval_loss_before, eval_loss_after, eval_curve}}, ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments.split import split_seeds
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = ("user", "recommender")
+SERVED_CANDIDATES = 5
+# name -> (teacher dialogues, eval dialogues per corpus, training steps, held-out loss every, max_turns, in flight)
+SIZES = {"full": (300, 100, 60, 10, 8, 64), "quick": (32, 12, 8, 4, 8, 32), "tiny": (4, 2, 2, 1, 4, 4)}
+EVAL_CORPORA = ("zero_shot", "zero_shot_candidates", "trained", "trained_user", "teacher", "baseline")
+
+
+def log(message: str) -> None:
+    print(f"[reproduce {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def interplay(args: list[str], log_file: Path) -> None:
+    """Run one interplay command; its output goes to `log_file`; a failure stops the experiment with its tail."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as f:
+        f.write(f"$ interplay {' '.join(args)}\n".encode())
+        f.flush()
+        code = subprocess.run([sys.executable, "-m", "interplay", *args], stdout=f, stderr=subprocess.STDOUT,
+                              cwd=ROOT).returncode
+    if code != 0:
+        tail = log_file.read_text(errors="replace").splitlines()[-15:]
+        raise SystemExit(f"reproduce: `interplay {args[0]}` failed (exit {code}); {log_file}:\n" + "\n".join(tail))
+
+
+class Experiment:
+    def __init__(self, out: Path, size: str):
+        self.out, self.size = out, size
+        (self.num_teacher, self.num_eval, self.steps, self.eval_steps, self.max_turns,
+         self.in_flight) = SIZES[size]
+        from interplay.prepare import default_model_dir, default_movielens_dir
+
+        self.base_model = str(default_model_dir())
+        self.seeds, self.catalog = default_movielens_dir() / "seeds.parquet", default_movielens_dir() / "catalog.parquet"
+        if not (self.seeds.is_file() and (Path(self.base_model) / "config.json").is_file()):
+            raise SystemExit("reproduce: run `interplay prepare` (or `make prepare`) first")
+
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    # -- configs --------------------------------------------------------------------------------------------
+
+    def config(self, name: str, *, seeds: Path, protocol: str = "reference_free", candidates: int = 0,
+               models: dict[str, str] | None = None) -> Path:
+        """OUT/configs/NAME.yaml: the embedded default on these seeds; `models` (role -> model dir) serves each
+        role from its own engine (topology: separate)."""
+        data = yaml.safe_load((ROOT / "configs" / "embedded.yaml").read_text())
+        data.update(protocol=protocol, max_in_flight=self.in_flight, dialogues_per_shard=50)
+        data["seeds"] = {"source": "file", "path": str(seeds), "catalog": str(self.catalog)}
+        data["conversation"]["max_turns"] = self.max_turns
+        data["recommender"]["num_candidates"] = candidates if protocol == "reference_free" else None
+        data["engine"]["kv_cache_memory_bytes"] = 2 << 30  # GiB; a separate topology holds two of these
+        if models:
+            data["topology"] = "separate"
+            model = data["engine"].pop("model")
+            for role in ROLES:
+                data[role]["engine"] = {"model": models.get(role, model)}
+        path = self.path("configs", f"{name}.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    # -- steps ----------------------------------------------------------------------------------------------
+
+    def generate(self, name: str, config: Path, num: int, *extra: str) -> Path:
+        out = self.path("corpora", name)
+        manifest = out / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
+            log(f"{name}: complete, kept")
+            return out
+        log(f"{name}: generating {num} dialogues")
+        interplay(["generate", "--config", str(config), "--output", str(out), "--num-dialogues", str(num), *extra],
+                  self.path("logs", f"{name}.log"))
+        return out
+
+    def train(self, role: str, teacher: Path, served: Path) -> dict[str, Any]:
+        adapter = self.path("adapters", role)
+        if not (adapter / "loss.json").is_file():
+            log(f"train {role}: {self.steps} steps on the teacher's accepted dialogues")
+            interplay(["train", "--role", role, "--data", str(teacher), "--output", str(adapter),
+                       "--base-model", self.base_model, "--prompts-from", str(served), "--overwrite",
+                       "--set", "data.outcomes=[accepted]", "--set", f"train.max_steps={self.steps}",
+                       "--set", f"train.eval_steps={self.eval_steps}", "--set", "train.learning_rate=1e-3",
+                       "--set", "train.max_seq_len=768"], self.path("logs", f"train-{role}.log"))
+        summary = json.loads((adapter / "loss.json").read_text())
+        return {"steps": summary["steps"], "eval_loss_before": summary["eval"]["loss_before"],
+                "eval_loss_after": summary["eval"]["loss_after"], "eval_curve": summary["eval"].get("curve"),
+                "seconds_per_step": summary["seconds_per_step"], "num_train_examples": summary["num_train_examples"]}
+
+    def merge(self, role: str) -> str:
+        merged = self.path("merged", role)
+        if not (merged / "config.json").is_file():
+            log(f"merge {role}")
+            interplay(["merge", "--adapter", str(self.path("adapters", role)), "--output", str(merged),
+                       "--overwrite"], self.path("logs", f"merge-{role}.log"))
+        return str(merged)
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        seeds = split_seeds(self.seeds, self.path("split"))
+        split = json.loads(self.path("split", "split.json").read_text())
+        log(f"split: {len(split['train_users'])} training users, {len(split['eval_users'])} evaluation users")
+        teacher = self.generate("teacher-train", self.config("teacher-train", seeds=seeds["train"],
+                                                              protocol="reference"), self.num_teacher)
+        # The configs the trained roles are served with: training renders exactly their prompts and candidates.
+        merged = {role: str(self.path("merged", role)) for role in ROLES}
+        trained = self.config("trained", seeds=seeds["eval"], candidates=SERVED_CANDIDATES, models=merged)
+        train = {role: self.train(role, teacher, trained) for role in ROLES}
+        for role in ROLES:
+            self.merge(role)
+        eval_seeds, n = seeds["eval"], self.num_eval
+        corpora = {
+            "zero_shot": self.generate("zero_shot", self.config("zero_shot", seeds=eval_seeds), n),
+            "zero_shot_candidates": self.generate("zero_shot_candidates", self.config(
+                "zero_shot_candidates", seeds=eval_seeds, candidates=SERVED_CANDIDATES), n),
+            "trained": self.generate("trained", trained, n),
+            "trained_user": self.generate("trained_user", self.config(
+                "trained_user", seeds=eval_seeds, candidates=SERVED_CANDIDATES, models={"user": merged["user"]}),
+                n),
+            "teacher": self.generate("teacher", self.config("teacher", seeds=eval_seeds, protocol="reference"), n),
+            "baseline": self.generate("baseline", self.config("baseline", seeds=eval_seeds), n,
+                                      "--baseline", "single-llm"),
+        }
+        log("report")
+        report_dir = self.path("report")
+        interplay(["report", *map(str, corpora.values()), "--output", str(report_dir), "--catalog",
+                   str(self.catalog)], self.path("logs", "report.log"))
+        from interplay.report.summary import headline
+
+        figures = headline(json.loads((report_dir / "report.json").read_text()))
+        return {"corpora": figures, "train": train, "size": self.size,
+                "num_dialogues": {"teacher_train": self.num_teacher, "per_eval_corpus": n},
+                "num_users": {"train": len(split["train_users"]), "eval": len(split["eval_users"])},
+                "report": str(report_dir), "wall_s": round(time.time() - started, 1),
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="out/reproduce", help="where everything goes (default out/reproduce)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a few minutes: small corpora, few steps")
+    size.add_argument("--tiny", action="store_true", help="the pipeline only, in the smallest sizes (tests)")
+    args = parser.parse_args(argv)
+    name = "tiny" if args.tiny else "quick" if args.quick or os.environ.get("REPRODUCE_QUICK") == "1" else "full"
+    result = Experiment(Path(args.out), name).run()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
