@@ -54,7 +54,7 @@ DEFAULT_OPENERS = ("How about", "You might like", "I would suggest", "Have you s
 
 # Added to the recommender's system prompt when it is shown catalog candidates.
 CANDIDATES_INSTRUCTION = """ A user message may end with a list of catalog {item}s that fit what they said: \
-pick the one that fits best and suggest it by its exact name. Never copy the list."""
+pick the one that fits best and suggest it by its exact name."""
 # Attached to the user message it follows, in the recommender's view only; kept in its history, so prompts still
 # only grow by appending.
 CANDIDATES_NOTE = "\n\n[catalog: {candidates}]"

@@ -40,7 +40,10 @@ _STOPWORDS = frozenset(
     "hello thanks thank please what which who whom whose when where why how any some something anything "
     "nothing everything one ones more most less much many few other another again really maybe perhaps "
     "want wanted wants looking look mood feel feeling tonight today watch watching movie movies film films "
-    "recommend recommendation suggest suggestion good great nice bit kind sort type".split())
+    "recommend recommendation suggest suggestion good great nice bit kind sort type see seen fit fits taste "
+    "tastes list like liked love loved enjoy enjoyed sure know think thing things "
+    # contractions, as norm_token leaves them ("I'll" -> "ill")
+    "ill im ive id youre youll youve youd dont doesnt didnt isnt wasnt cant wont thats theres lets whats".split())
 
 
 def _words(text: str) -> list[str]:
