@@ -63,10 +63,13 @@ def interplay(args: list[str], log_file: Path) -> None:
 
 
 class Experiment:
-    def __init__(self, out: Path, size: str):
+    def __init__(self, out: Path, size: str, **overrides: int | None):
         self.out, self.size = out, size
         (self.num_teacher, self.num_eval, self.steps, self.eval_steps, self.max_turns,
          self.in_flight) = SIZES[size]
+        for name, value in overrides.items():  # --teacher, --eval, --steps
+            if value is not None:
+                setattr(self, name, value)
         from interplay.prepare import default_model_dir, default_movielens_dir
 
         self.base_model = str(default_model_dir())
@@ -180,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a few minutes: small corpora, few steps")
     size.add_argument("--tiny", action="store_true", help="the pipeline only, in the smallest sizes (tests)")
+    parser.add_argument("--teacher", type=int, metavar="N", help="teacher dialogues to train on (full: 300)")
+    parser.add_argument("--eval", type=int, metavar="N", help="dialogues per evaluation corpus (full: 100)")
+    parser.add_argument("--steps", type=int, metavar="N", help="training steps per role (full: 60)")
     args = parser.parse_args(argv)
     name = "tiny" if args.tiny else "quick" if args.quick or os.environ.get("REPRODUCE_QUICK") == "1" else "full"
-    result = Experiment(Path(args.out), name).run()
+    result = Experiment(Path(args.out), name, num_teacher=args.teacher, num_eval=args.eval, steps=args.steps).run()
     print(json.dumps(result))
     return 0
 

@@ -195,3 +195,17 @@ def test_rendered_prompts_grow_by_appending(role: str):
 def test_corpus_messages_grow_by_appending():
     for k in range(len(HISTORY)):
         assert corpus_messages(HISTORY[:k + 1])[:k] == corpus_messages(HISTORY[:k])
+
+
+def test_built_in_prompts_are_generic_in_the_item_noun():
+    """No built-in prompt assumes films: every one reads right for `item_noun: podcast`."""
+    from interplay.generator.dialogue import prompts
+    from interplay.generator.runtime import baseline
+    from interplay.training import summarize
+
+    texts = [prompts.USER_SYSTEM, prompts.USER_SYSTEM_REFERENCE, prompts.RECOMMENDER_SYSTEM,
+             prompts.CANDIDATES_INSTRUCTION, prompts.USER_OPENING, prompts.TARGET_SUGGESTED_NOTE,
+             prompts.OTHER_SUGGESTED_NOTE, baseline.SYSTEM, baseline.PROMPT]
+    texts += [v for k, v in vars(summarize).items() if k.isupper() and isinstance(v, str) and "{item}" in v]
+    for text in texts:
+        assert not {"watch", "film", "movie", "cinema"} & set(text.lower().replace(".", " ").split()), text

@@ -46,7 +46,7 @@ MAX_ATTRIBUTES, MAX_VALUES = 6, 6
 
 SYSTEM = "You write short, factual notes about a person's taste in {item}s. You answer with the notes only."
 SUMMARY_FROM_PERSONA = """\
-Here is what a person wrote about {item}s they have watched:
+Here is what a person wrote about {item}s they know:
 
 {evidence}
 

@@ -43,7 +43,7 @@ from interplay.generator.runtime.scheduler import EngineDead, RoleClient
 
 MODE = "single-llm"
 
-SYSTEM = "You write realistic example conversations between a person looking for a {item} to watch and a " \
+SYSTEM = "You write realistic example conversations between a person looking for a {item} and a " \
          "{item} recommender."
 PROMPT = """\
 Write a conversation between a User and a Recommender.
