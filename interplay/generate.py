@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set user.sampling.temperature=0.7 (repeatable)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a run with a different config in --output")
+                        help="DELETE this run's own shards and manifest in --output (with --partition-index, that "
+                             "partition's only; with --ray, every partition's) and start over; other files are "
+                             "kept, and it is refused while another writer holds the output")
     parser.add_argument("--baseline", choices=["single-llm"],
                         help="instead of two LLMs talking, the reference-dependent baseline: one LLM writes the "
                              "whole dialogue knowing the target (interplay/generator/runtime/baseline.py)")
@@ -158,6 +160,6 @@ def _run_on_ray(config, args: argparse.Namespace) -> int:
           f"{args.output}/logs/engine-p*.log, or ./interplay-logs/ on its node when the output is a URI",
           file=sys.stderr)
     complete, table = run_on_ray(config, args.output, num_workers=args.num_workers, address=args.address,
-                                 progress=sys.stderr)
+                                 progress=sys.stderr, overwrite=args.overwrite)
     print(table)
     return 0 if complete else 1

@@ -249,7 +249,9 @@ def test_crash_artifacts_are_cleaned_and_counted(tmp_path: Path, make_config) ->
     assert engines.opened == 0
     assert manifest["status"] == "complete"
     assert manifest["totals"] == original["totals"]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [f"shard-{i:05d}.parquet" for i in range(3)]
+    # .lease.lock stays (flock needs a file that is never replaced); the lease itself is released at close.
+    assert sorted(p.name for p in out.iterdir()) == [".lease.lock", "manifest.json"] + [
+        f"shard-{i:05d}.parquet" for i in range(3)]
 
 
 def test_crash_after_a_shard_before_its_manifest_entry_resumes(tmp_path: Path, make_config) -> None:

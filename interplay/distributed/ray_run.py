@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from interplay.common.partition import Partition
 from interplay.distributed.status import report
+from interplay.generator.output.layout import clear_partitions
 from interplay.logs import engine_logs_to
 
 # Engines are built from a "module:function" path, so that a worker process imports them itself.
@@ -37,9 +38,13 @@ class PartitionWorker:
 
     def __init__(self, config: dict[str, Any], out_dir: str, partition: Partition, engines: str):
         from interplay.generator.config import GenerateConfig
+        from interplay.generator.output.lease import LEASE_TTL_S
         from interplay.generator.runtime.run import Generation
 
-        self.generation = Generation(GenerateConfig.model_validate(config), out_dir, partition=partition)
+        # A restarted worker whose old self died on a lost node waits for that lease to lapse; one whose old self
+        # still runs is refused (and fences it: see lease.py).
+        self.generation = Generation(GenerateConfig.model_validate(config), out_dir, partition=partition,
+                                     lease_wait_s=1.5 * LEASE_TTL_S)
         self.engines = engines
 
     async def run(self) -> dict[str, Any]:
@@ -59,8 +64,9 @@ class PartitionWorker:
 
 def run_on_ray(config: Any, out_dir: str | Path, *, num_workers: int | None = None, address: str | None = None,
                gpus_per_worker: float | None = None, engines: str = DEFAULT_ENGINES,
-               progress: TextIO | None = None) -> tuple[bool, str]:
-    """Generate `config` into `out_dir` with N Ray workers; returns (complete, status table)."""
+               progress: TextIO | None = None, overwrite: bool = False) -> tuple[bool, str]:
+    """Generate `config` into `out_dir` with N Ray workers; returns (complete, status table). `overwrite` deletes
+    every partition's shards and manifests first (refused while any partition is being written)."""
     import ray
 
     if not ray.is_initialized():
@@ -70,6 +76,8 @@ def run_on_ray(config: Any, out_dir: str | Path, *, num_workers: int | None = No
         gpus_per_worker = 1 if cluster_gpus else 0
     if num_workers is None:
         num_workers = int(cluster_gpus // gpus_per_worker) if gpus_per_worker else 1
+    if overwrite:  # here, once, not in the workers: a restarted worker must resume, not delete again
+        clear_partitions(out_dir, num_workers)
     worker_cls = ray.remote(num_gpus=gpus_per_worker, num_cpus=0 if gpus_per_worker else 1,
                             max_restarts=-1, max_task_retries=-1)(PartitionWorker)
     data = config.model_dump(mode="json")

@@ -169,8 +169,8 @@ class BaselineGeneration(Generation):
     conversation instead of the scheduler."""
 
     def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False,
-                 partition: Partition | None = None):
-        super().__init__(config, out_dir, overwrite=overwrite, partition=partition)
+                 partition: Partition | None = None, **options: Any):
+        super().__init__(config, out_dir, overwrite=overwrite, partition=partition, **options)
         self.llm_config = single_llm_config(config)
         self.parser = ReplyParser(config.conversation.accept_marker, config.conversation.quit_marker)
         self.is_stopping = False

@@ -63,7 +63,7 @@ class Generation:
     """Prepared run: inputs checked and the output directory opened, engines not started yet."""
 
     def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False,
-                 partition: Partition | None = None):
+                 partition: Partition | None = None, lease_wait_s: float = 0.0):
         self.config = config
         self.partition = partition
         self.seeds_path, self.catalog_path = resolve_seeds(config)
@@ -73,7 +73,8 @@ class Generation:
                                          known_items=self.catalog)
         self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=self.corpus_hash(),
                                    dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite,
-                                   partition_tag=partition.tag if partition else None)
+                                   partition_tag=partition.tag if partition else None,
+                                   lease_wait_s=lease_wait_s)
         self._check_same_seeds()
         self._owns = partition.owns if partition else None
         self.num_planned = count_planned(self.seeds_path, num_valid=self.scan.num_valid,
