@@ -167,7 +167,7 @@ def test_report_then_overwrite_keeps_the_report_and_replaces_the_corpus(tmp_path
     (out / "notes.txt").write_text("mine too")
     other = make_config(num_dialogues=6, conversation={"max_turns": 4})
     manifest = generate(other, out, overwrite=True)
-    assert manifest["status"] == "complete" and manifest["config_hash"] == other.hash()
+    assert manifest["status"] == "complete" and manifest["identity"]["config"] == other.hash()
     assert indices(out) == list(range(6))
     assert (out / "report" / "report.md").read_text() == "mine" and (out / "notes.txt").read_text() == "mine too"
 

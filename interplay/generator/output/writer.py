@@ -89,6 +89,7 @@ class CorpusWriter:
         self._opened = self._run_started = time.time()
         self._run_stats = empty_stats()
         self.identity = identity
+        self.run_info: dict[str, Any] = {}  # recorded with this run's summary: runtime settings, versions
         self.lease: Lease | None = None
         self.manifest = self._open(config, config_hash, overwrite, lease_ttl_s, lease_wait_s)
         self.manifest.update(extra or {})
@@ -279,6 +280,7 @@ class CorpusWriter:
             "dialogues_per_s": round(self._run_stats["num_rows"] / wall, 3) if wall > 0 else 0.0,
             "output_tok_per_s": round(output / wall, 1) if wall > 0 else 0.0,
             "outcomes": self._run_stats["outcomes"],
+            **self.run_info,
         }
 
     def close(self, *, complete: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
