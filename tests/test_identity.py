@@ -118,3 +118,37 @@ def test_a_retrained_adapter_refuses_the_resume_and_names_it(tmp_path, make_conf
     _adapter(adapter, b"\x03" * 64)
     with pytest.raises(OutputError, match="differs in: adapter.recommender"):
         Generation(config, out)
+
+
+def test_inputs_are_on_record_before_the_first_shard(tmp_path, make_config):
+    out = tmp_path / "out"
+    Generation(make_config(num_dialogues=5), out)  # opened, nothing generated (a run killed right after start)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seeds"]["sha256"] == manifest["identity"]["seeds"] and manifest["shards"] == []
+    assert manifest["identity"]["catalog"] == manifest["catalog"]["sha256"]
+
+
+@pytest.mark.parametrize("change", ["config", "layout", "seeds"])
+def test_a_refused_rerun_of_a_complete_corpus_touches_nothing(tmp_path, make_config, change):
+    from interplay.common.partition import Partition
+
+    out = tmp_path / "out"
+    config = make_config(num_dialogues=5)
+    run(config, out)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    options = {}
+    if change == "config":
+        config = make_config(num_dialogues=5, seed=99)
+    elif change == "layout":
+        options = {"partition": Partition(0, 2)}
+    else:
+        from conftest import make_seeds
+        from interplay.generator.inputs.seeds import Seed, write_seeds
+
+        edited = make_seeds(20)  # the same rows and count, one summary edited
+        edited[0] = Seed(edited[0].seed_id, "Edited.", edited[0].target_attributes, edited[0].target_item_id)
+        write_seeds(config.seeds.path, edited)
+    with pytest.raises(OutputError):
+        Generation(config, out, **options)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
