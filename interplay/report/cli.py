@@ -47,13 +47,16 @@ def iter_rows(out_dir: str | Path, columns: list[str] = COLUMNS) -> Iterator[dic
 def catalog_path(manifest: dict[str, Any], override: str | None) -> Path | None:
     if override:
         return Path(override).expanduser()
+    recorded = (manifest.get("catalog") or {}).get("path")  # the file the run itself used
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
     seeds = (manifest.get("config") or {}).get("seeds") or {}
     if seeds.get("source") == "file" and seeds.get("catalog"):
         return Path(seeds["catalog"]).expanduser()
     from interplay.prepare import default_movielens_dir
 
-    path = default_movielens_dir() / "catalog.parquet"
-    return path if path.is_file() else None
+    built = sorted(default_movielens_dir().glob("build-*/catalog.parquet"))  # same movies in every build
+    return built[0] if built else None
 
 
 def load_items(path: Path | None) -> dict[str, tuple[str, dict[str, list[str]]]] | None:
