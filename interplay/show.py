@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-import pyarrow.parquet as pq
-
-from interplay.generator.output.writer import OutputError, read_manifest, shard_files
+from interplay.generator.output.writer import (
+    PARTITION_MANIFEST_RE,
+    OutputError,
+    as_storage,
+    read_manifest,
+    shard_names,
+)
 
 HELP = "print a few dialogues of a corpus"
 
@@ -20,13 +24,15 @@ def _attributes(value: list[dict]) -> str:
 
 
 def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
-    if read_manifest(out_dir) is None:
+    """`out_dir`: a local path or a URI, a single run or a partitioned one (manifest-p*.json)."""
+    storage = as_storage(out_dir)
+    if read_manifest(storage) is None and not any(PARTITION_MANIFEST_RE.match(n) for n in storage.names()):
         raise OutputError(f"{out_dir} holds no manifest.json: not an interplay output directory")
     shown = 0
     if num <= 0:
         return
-    for path in shard_files(out_dir):
-        for row in pq.read_table(path, columns=COLUMNS).to_pylist():
+    for name in shard_names(storage):
+        for row in storage.read_table(name, columns=COLUMNS).to_pylist():
             if outcome and row["outcome"] != outcome:
                 continue
             print(f"=== {row['conversation_id']}  outcome: {row['outcome']}"

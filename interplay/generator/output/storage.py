@@ -73,6 +73,15 @@ class Storage:
             w.write_table(table, row_group_size=row_group_size)
         self._fenced_publish(tmp, name, fence, replace=False)
 
+    def open_parquet(self, name: str) -> pq.ParquetFile:
+        """A Parquet file to read in batches (close it when done)."""
+        return pq.ParquetFile(self.fs.open_input_file(self.path(name)))
+
+    @property
+    def name(self) -> str:
+        """The last component of the location: a corpus's short name in reports."""
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
     def read_metadata(self, name: str) -> pq.FileMetaData:
         """A Parquet file's footer (row counts, schema), without its data; FileNotFoundError if it is absent."""
         if not self.exists(name):
