@@ -70,12 +70,12 @@ class Experiment:
         for name, value in overrides.items():  # --teacher, --eval, --steps
             if value is not None:
                 setattr(self, name, value)
-        from interplay.prepare import default_model_dir, default_movielens_dir
+        from interplay.prepare import default_model_dir, prepare_seeds
 
         self.base_model = str(default_model_dir())
-        self.seeds, self.catalog = default_movielens_dir() / "seeds.parquet", default_movielens_dir() / "catalog.parquet"
-        if not (self.seeds.is_file() and (Path(self.base_model) / "config.json").is_file()):
+        if not (Path(self.base_model) / "config.json").is_file():
             raise SystemExit("reproduce: run `interplay prepare` (or `make prepare`) first")
+        self.seeds, self.catalog = prepare_seeds()  # the embedded default's MovieLens build (cached)
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)

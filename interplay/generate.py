@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set user.sampling.temperature=0.7 (repeatable)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a run with a different config in --output")
+                        help="DELETE this run's own shards and manifest in --output (with --partition-index, that "
+                             "partition's only; with --ray, every partition's) and start over; other files are "
+                             "kept, and it is refused while another writer holds the output")
     parser.add_argument("--baseline", choices=["single-llm"],
                         help="instead of two LLMs talking, the reference-dependent baseline: one LLM writes the "
                              "whole dialogue knowing the target (interplay/generator/runtime/baseline.py)")
@@ -39,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", action="store_true",
                         help="run the partitions as Ray workers, one engine group each (one GPU by default)")
     parser.add_argument("--address", help="Ray cluster to join ('auto': the running one); default: start a local one")
-    parser.add_argument("--num-workers", type=int, help="Ray workers (default: one per GPU in the cluster)")
+    parser.add_argument("--num-workers", type=int,
+                        help="Ray workers, one partition each (default: the partition count of the run already in "
+                             "--output, else one per GPU in the cluster)")
+    parser.add_argument("--max-restarts", type=int, default=3,
+                        help="Ray: restarts of a worker that dies before its partition is reported unfinished")
     parser.add_argument("--verbose", action="store_true",
                         help="show vLLM's log lines here instead of writing them to OUTPUT/logs/engine.log")
 
@@ -158,6 +164,6 @@ def _run_on_ray(config, args: argparse.Namespace) -> int:
           f"{args.output}/logs/engine-p*.log, or ./interplay-logs/ on its node when the output is a URI",
           file=sys.stderr)
     complete, table = run_on_ray(config, args.output, num_workers=args.num_workers, address=args.address,
-                                 progress=sys.stderr)
+                                 progress=sys.stderr, overwrite=args.overwrite, max_restarts=args.max_restarts)
     print(table)
     return 0 if complete else 1

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-import pyarrow.parquet as pq
-
-from interplay.generator.output.writer import OutputError, read_manifest, shard_files
+from interplay.generator.output.writer import (
+    PARTITION_MANIFEST_RE,
+    OutputError,
+    as_storage,
+    read_manifest,
+    shard_names,
+)
 
 HELP = "print a few dialogues of a corpus"
 
@@ -35,15 +39,18 @@ def _names(item_ids: list[str], titles: dict[str, str]) -> str:
 
 
 def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
-    manifest = read_manifest(out_dir)
+    """`out_dir`: a local path or a URI, a single run or a partitioned one (manifest-p*.json)."""
+    storage = as_storage(out_dir)
+    partitions = [n for n in storage.names() if PARTITION_MANIFEST_RE.match(n)]
+    manifest = read_manifest(storage) or (read_manifest(storage, partitions[0]) if partitions else None)
     if manifest is None:
         raise OutputError(f"{out_dir} holds no manifest.json: not an interplay output directory")
     titles = _catalog_titles(manifest) if num > 0 else {}
     shown = 0
     if num <= 0:
         return
-    for path in shard_files(out_dir):
-        table = pq.read_table(path)
+    for name in shard_names(storage):
+        table = storage.read_table(name)  # older corpora lack the newer columns (protocol)
         for row in table.select([c for c in COLUMNS if c in table.column_names]).to_pylist():
             if outcome and row["outcome"] != outcome:
                 continue

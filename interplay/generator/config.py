@@ -29,9 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from interplay.common.roles import ROLES
 
-# Keys that change how fast a run goes but not which dialogues it produces: excluded from the config hash, so a
-# rerun may change them (and --num-dialogues may grow a corpus).
+# Keys that change how fast a run goes or how much memory it takes, not which dialogues it produces: left out of
+# the config hash, so a rerun may change them (after "KV cache too large", say), and --num-dialogues may grow a
+# corpus. Each run records its own values in the manifest. An allow-list: every other key, including any added
+# later, is part of the hash.
 RUNTIME_KEYS = ("num_dialogues", "max_in_flight", "dialogues_per_shard", "cpu_threads")
+# The same for vLLM engine arguments, in `engine` and in each role's `engine`.
+RUNTIME_ENGINE_KEYS = ("kv_cache_memory_bytes", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens",
+                       "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "swap_space",
+                       "enforce_eager", "disable_log_stats")
 # vLLM's own default max_tokens is 16, far too short for a turn.
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 128}
 
@@ -223,9 +229,25 @@ class GenerateConfig(_Strict):
         return {**DEFAULT_SAMPLING, **getattr(self, role).sampling}
 
     def hash(self) -> str:
-        """Hash of everything that decides which dialogues come out."""
+        """Hash of every config key that decides which dialogues come out (all but the runtime keys). The files
+        the config names are fingerprinted by content apart (generator/runtime/identity.py)."""
         data = self.model_dump(mode="json", exclude=set(RUNTIME_KEYS))
+        for engine in _engine_sections(data):
+            for key in RUNTIME_ENGINE_KEYS:
+                engine.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def runtime_settings(self) -> dict[str, Any]:
+        """The keys the hash leaves out, as this run sets them (recorded per run in the manifest)."""
+        data = self.model_dump(mode="json")
+        settings = {key: data[key] for key in RUNTIME_KEYS}
+        for where, engine in zip(("engine", *(f"{r}.engine" for r in ROLES)), _engine_sections(data)):
+            settings.update({f"{where}.{k}": engine[k] for k in RUNTIME_ENGINE_KEYS if k in engine})
+        return settings
+
+
+def _engine_sections(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [data.get("engine") or {}, *((data.get(r) or {}).get("engine") or {} for r in ROLES)]
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -32,12 +32,11 @@ def corpus_mode(manifest: dict[str, Any], first_row: dict[str, Any] | None) -> s
 
 
 def iter_rows(out_dir: str | Path, columns: list[str] = COLUMNS) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq
+    from interplay.generator.output.writer import as_storage, shard_names
 
-    from interplay.generator.output.writer import shard_files
-
-    for path in shard_files(out_dir):
-        f = pq.ParquetFile(path)
+    storage = as_storage(out_dir)
+    for name in shard_names(storage):
+        f = storage.open_parquet(name)
         try:
             present = set(f.schema_arrow.names)
             for batch in f.iter_batches(batch_size=BATCH_ROWS, columns=[c for c in columns if c in present]):
@@ -46,16 +45,28 @@ def iter_rows(out_dir: str | Path, columns: list[str] = COLUMNS) -> Iterator[dic
             f.close()
 
 
+def short_name(location: str | Path, *, parent: bool = False) -> str:
+    """The corpus's folder name (or its parent's), for a local path or a URI."""
+    if "://" in str(location):
+        parts = str(location).split("://", 1)[1].rstrip("/").split("/")
+        return parts[-2] if parent and len(parts) > 1 else parts[-1]
+    path = Path(location).resolve()
+    return path.parent.name if parent else path.name
+
+
 def catalog_path(manifest: dict[str, Any], override: str | None) -> Path | None:
     if override:
         return Path(override).expanduser()
+    recorded = (manifest.get("catalog") or {}).get("path")  # the file the run itself used
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
     seeds = (manifest.get("config") or {}).get("seeds") or {}
     if seeds.get("source") == "file" and seeds.get("catalog"):
         return Path(seeds["catalog"]).expanduser()
     from interplay.prepare import default_movielens_dir
 
-    path = default_movielens_dir() / "catalog.parquet"
-    return path if path.is_file() else None
+    built = sorted(default_movielens_dir().glob("build-*/catalog.parquet"))  # same movies in every build
+    return built[0] if built else None
 
 
 def load_items(path: Path | None) -> dict[str, tuple[str, dict[str, list[str]]]] | None:
@@ -85,19 +96,21 @@ def analyse(out_dirs: list[str | Path], *, catalog: str | None = None, sample_si
             from interplay.generator.output.writer import OutputError
 
             raise OutputError(f"{out_dir} holds no finished shard yet: nothing to report")
-        label = labels[k] if labels else Path(out_dir).resolve().name
+        label = labels[k] if labels else short_name(out_dir)
         read.append(({"label": label, "path": str(out_dir), "mode": corpus_mode(manifest, first),
                       "distributions": metrics.distributions()}, metrics))
     return [{**corpus, "metrics": result} for (corpus, _), result in zip(read, compare([m for _, m in read]))]
 
 
 def _manifest(out_dir: str | Path) -> dict[str, Any]:
-    from interplay.generator.output.writer import OutputError, read_manifest
+    """The run's manifest; a partitioned run's first partition manifest (all hold the same config)."""
+    from interplay.generator.output.writer import PARTITION_MANIFEST_RE, OutputError, as_storage, read_manifest
 
-    manifest = read_manifest(out_dir)
-    partitions = sorted(Path(out_dir).glob("manifest-*.json")) if manifest is None else []
+    storage = as_storage(out_dir)
+    manifest = read_manifest(storage)
+    partitions = [n for n in storage.names() if PARTITION_MANIFEST_RE.match(n)] if manifest is None else []
     if partitions:  # a partitioned run: one manifest per partition, all with the same config
-        manifest = json.loads(partitions[0].read_text())
+        manifest = read_manifest(storage, partitions[0])
     if manifest is None:
         raise OutputError(f"{out_dir} holds no manifest.json: not an interplay output directory")
     return manifest
@@ -142,14 +155,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from interplay.report.render import text_table
 
-    labels = [Path(d).resolve().name for d in args.corpora]
+    labels = [short_name(d) for d in args.corpora]
     if len(set(labels)) < len(labels):  # out/a/corpus vs out/b/corpus: tell them apart by their parent too
-        labels = [f"{Path(d).resolve().parent.name}/{Path(d).resolve().name}" for d in args.corpora]
+        labels = [f"{short_name(d, parent=True)}/{short_name(d)}" for d in args.corpora]
     corpora = analyse(args.corpora, catalog=args.catalog, sample_size=args.sample,
                       distinct_sample=args.distinct_sample, labels=labels)
-    first = Path(args.corpora[0])
-    default = first / "report" if len(corpora) == 1 else first / ("compare-" + "-".join(
-        Path(d).resolve().name for d in args.corpora[1:]))
+    leaf = "report" if len(corpora) == 1 else "compare-" + "-".join(short_name(d) for d in args.corpora[1:])
+    # Beside a local corpus; in the working directory for one behind a URI (the report is local files).
+    first = args.corpora[0]
+    default = Path(f"{leaf}-{short_name(first)}") if "://" in first else Path(first) / leaf
     out = Path(args.output) if args.output else default
     files = write_report(corpora, out, plots=not args.no_plots)
     print(text_table(corpora))

@@ -156,9 +156,9 @@ def prompts_from_generation_config(path: str | Path) -> dict[str, Any]:
         if seeds.get("source", "movielens") == "file":
             catalog = seeds.get("catalog")
         else:
-            from interplay.prepare import default_movielens_dir
+            from interplay.prepare import prepare_seeds
 
-            catalog = str(default_movielens_dir() / "catalog.parquet")
+            catalog = str(prepare_seeds()[1])  # every MovieLens build holds the same movies
         out.update({"num_candidates": k, "catalog": catalog})
     return out
 

@@ -35,7 +35,6 @@ from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.inputs.retrieval import CandidateIndex, user_text
 from interplay.generator.inputs.shortlist import Shortlist
 
-
 _REGEX_SPECIAL = set("\\.^$*+?{}[]|()")
 # After the item: anything on the same line except brackets (no copied "[catalog: ...]" note).
 _REST = r"[^\n\[\]]*"

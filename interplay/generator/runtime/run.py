@@ -26,7 +26,8 @@ from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.inputs.retrieval import CandidateIndex
 from interplay.generator.inputs.seeds import SeedScan, scan_seeds
 from interplay.generator.output.records import RoleInfo, to_record
-from interplay.generator.output.writer import CorpusWriter, OutputError
+from interplay.generator.output.writer import CorpusWriter
+from interplay.generator.runtime.identity import corpus_identity, identity_hash, versions
 from interplay.generator.runtime.plan import count_planned, iter_plan
 from interplay.generator.runtime.scheduler import RoleClient, Scheduler
 
@@ -63,7 +64,7 @@ class Generation:
     """Prepared run: inputs checked and the output directory opened, engines not started yet."""
 
     def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False,
-                 partition: Partition | None = None):
+                 partition: Partition | None = None, lease_wait_s: float = 0.0):
         self.config = config
         self.partition = partition
         self.seeds_path, self.catalog_path = resolve_seeds(config)
@@ -74,21 +75,29 @@ class Generation:
         # The catalog's ids: a seed whose target is not among them is skipped (counted in the manifest).
         self.scan: SeedScan = scan_seeds(self.seeds_path, max_summary_chars=config.seeds.max_summary_chars,
                                          known_items=self.catalog, require_target=self._require_target)
-        self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=self.corpus_hash(),
-                                   dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite,
-                                   partition_tag=partition.tag if partition else None)
-        self._check_same_seeds()
         self._owns = partition.owns if partition else None
         self.num_planned = count_planned(self.seeds_path, num_valid=self.scan.num_valid,
                                          num_dialogues=config.num_dialogues, owns=self._owns,
                                          max_summary_chars=config.seeds.max_summary_chars, known_items=self.catalog,
                                          require_target=self._require_target)
+        # Fingerprinted before the output is opened: what decides the dialogues must match to resume, and it is
+        # on record before the first shard.
+        self.identity = self.corpus_identity()
+        self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=self.corpus_hash(),
+                                   dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite,
+                                   partition_tag=partition.tag if partition else None, identity=self.identity,
+                                   extra=self._manifest_extra(), lease_wait_s=lease_wait_s)
+        self.writer.run_info = {"runtime": config.runtime_settings(), "versions": versions()}
         self.num_already_done = self.num_done
         self.scheduler: Scheduler | None = None
 
+    def corpus_identity(self) -> dict[str, Any]:
+        """What decides the dialogues (identity.py); the single-LLM baseline adds its mode and prompt."""
+        return corpus_identity(self.config, self.seeds_path, self.catalog_path)
+
     def corpus_hash(self) -> str:
-        """The hash every run in one output directory must share (the single-LLM baseline has its own)."""
-        return self.config.hash()
+        """The hash every run in one output directory must share."""
+        return identity_hash(self.identity)
 
     @property
     def num_done(self) -> int:
@@ -103,23 +112,13 @@ class Generation:
     def num_output_tokens(self) -> int:
         return self.scheduler.stats.num_output_tokens if self.scheduler else 0
 
-    def _check_same_seeds(self) -> None:
-        """Conversation i is valid seed i mod S: if the seed file (same path, so same config hash) now validates
-        differently, resuming would pair finished indices with other seeds. Refuse instead."""
-        before, scan = self.writer.manifest.get("seeds"), self.scan
-        if before and (before.get("num_rows"), before.get("num_valid"), before.get("skipped")) != (
-                scan.num_rows, scan.num_valid, scan.skipped):
-            raise OutputError(
-                f"{self.writer.out_dir} was generated from {before.get('num_valid')} usable of "
-                f"{before.get('num_rows')} seed rows, but {self.seeds_path} now gives {scan.num_valid} of "
-                f"{scan.num_rows}: the seeds or the catalog changed; restore them, or use another --output "
-                "(or --overwrite)")
-
     def _manifest_extra(self) -> dict[str, Any]:
-        return {"num_dialogues": self.config.num_dialogues, "num_planned": self.num_planned,
-                "seeds": {"path": str(self.seeds_path), "num_rows": self.scan.num_rows,
+        return {"num_dialogues": self.config.num_dialogues, "num_planned": self.num_planned, "versions": versions(),
+                "seeds": {"path": str(self.seeds_path), "sha256": self.identity["seeds"],
+                          "num_rows": self.scan.num_rows,
                           "num_valid": self.scan.num_valid, "skipped": self.scan.skipped},
-                "catalog": {"path": str(self.catalog_path), "num_items": len(self.catalog),
+                "catalog": {"path": str(self.catalog_path), "sha256": self.identity["catalog"],
+                            "num_items": len(self.catalog),
                             "skipped": self.catalog.num_skipped,
                             "duplicate_titles": self.catalog.num_duplicate_titles}}
 

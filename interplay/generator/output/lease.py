@@ -1,0 +1,176 @@
+"""One writer per output partition: a lease file naming its holder, renewed by a heartbeat, checked before writes.
+
+    .lease.json              the single run's lease
+    .lease-p003of008.json    partition 3 of 8's lease
+    .lease.lock              empty; flock'ed for the few milliseconds a lease is read and replaced
+
+A lease holds {owner, host, pid, epoch, heartbeat_at, ttl_s}. A writer takes it before it writes anything, and
+a second writer is refused with the holder's host and pid. A lease is stale, and taken over, when its holder is
+a dead process on this host (or this very process: an older writer object here is simply superseded), or when
+its heartbeat is older than its ttl (a holder on another host that died, or hangs). Each takeover raises the
+epoch.
+
+Fencing (as Kafka's producer epochs): the writer re-reads the lease immediately before it publishes a shard or
+the manifest, and stops with LeaseLost if another owner holds it. So a writer that was paused past its ttl, or a
+restarted Ray actor's old self that still runs, cannot publish after its successor has taken over.
+
+Where it holds: reading and replacing the lease happen under flock, which is atomic on a local filesystem and on
+NFSv4 (Linux emulates flock with NFS byte-range locks). Object stores have no lock and no create-if-absent in
+pyarrow's interface: there the lease is written and read back, which catches a second writer started seconds
+later but not two started in the same instant. Run exactly one writer per partition there (a Ray run or a batch
+array does). docs/guarantees.md lists every way this can break.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from interplay.generator.output.storage import Storage
+
+LEASE_TTL_S = 60.0  # a lease whose heartbeat is older than this is stale (the holder died or hangs)
+LOCK_NAME = ".lease.lock"
+
+
+class LeaseHeld(Exception):
+    """Another live writer holds the lease; the message names it."""
+
+
+class LeaseLost(Exception):
+    """This writer's lease was taken over: it must not write any more."""
+
+
+def lease_name(tag: str | None) -> str:
+    return ".lease.json" if tag is None else f".lease-{tag}.json"
+
+
+def describe(lease: dict[str, Any]) -> str:
+    age = time.time() - float(lease.get("heartbeat_at", 0))
+    return (f"pid {lease.get('pid')} on host {lease.get('host')} (epoch {lease.get('epoch')}, "
+            f"heartbeat {age:.0f} s ago)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def is_stale(lease: dict[str, Any], *, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    if now - float(lease.get("heartbeat_at", 0)) > float(lease.get("ttl_s", LEASE_TTL_S)):
+        return True
+    if lease.get("host") == socket.gethostname():
+        pid = int(lease.get("pid", -1))
+        return pid == os.getpid() or not _pid_alive(pid)
+    return False
+
+
+class Lease:
+    """A held lease. `check()` before every publish; `release()` when done."""
+
+    def __init__(self, storage: Storage, name: str, record: dict[str, Any]):
+        self.storage, self.name, self.record = storage, name, record
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def owner(self) -> str:
+        return self.record["owner"]
+
+    @classmethod
+    def acquire(cls, storage: Storage, name: str, *, ttl_s: float = LEASE_TTL_S, wait_s: float = 0.0,
+                heartbeat: bool = True) -> Lease:
+        """Take the lease, or raise LeaseHeld naming the holder (after waiting up to `wait_s` for it to lapse)."""
+        deadline = time.time() + wait_s
+        while True:
+            with _mutex(storage):
+                current = _read(storage, name)
+                if current is None or is_stale(current):
+                    record = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+                              "epoch": int((current or {}).get("epoch", 0)) + 1, "acquired_at": time.time(),
+                              "heartbeat_at": time.time(), "ttl_s": ttl_s}
+                    storage.write_atomic(name, json.dumps(record).encode())
+                    break
+            if time.time() >= deadline:
+                raise LeaseHeld(f"another writer holds {storage.path(name)}: {describe(current)}; wait for it "
+                                "to finish, stop it, or use another --output")
+            time.sleep(min(1.0, max(0.05, deadline - time.time())))
+        lease = cls(storage, name, record)
+        lease.check()  # read back: on an object store this is the only sign of a writer that raced us
+        if heartbeat:
+            lease._thread = threading.Thread(target=_beat, args=(weakref.ref(lease), ttl_s / 4, lease._stop),
+                                             name=f"interplay-lease{name}", daemon=True)
+            lease._thread.start()
+        return lease
+
+    def check(self) -> None:
+        """Raise LeaseLost unless this writer still holds the lease (the fence before every publish)."""
+        if self.lost is None:
+            current = _read(self.storage, self.name)
+            if current is None or current.get("owner") != self.owner:
+                self.lost = ("released" if current is None else describe(current))
+        if self.lost is not None:
+            raise LeaseLost(f"this writer no longer holds {self.storage.path(self.name)} (now: {self.lost}): "
+                            "another writer took the output over; stopped without writing")
+
+    def renew(self) -> None:
+        with _mutex(self.storage):
+            self.check()
+            self.record["heartbeat_at"] = time.time()
+            self.storage.write_atomic(self.name, json.dumps(self.record).encode())
+
+    def release(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError), _mutex(self.storage):
+            current = _read(self.storage, self.name)
+            if current is not None and current.get("owner") == self.owner:
+                self.storage.delete(self.name)
+        self.lost = self.lost or "released"
+
+
+def _beat(ref: weakref.ref, every_s: float, stop: threading.Event) -> None:
+    # Holds the lease only weakly, so an abandoned writer's lease is not kept alive by its own heartbeat.
+    while not stop.wait(every_s):
+        lease = ref()
+        if lease is None or lease.lost is not None:
+            return
+        with contextlib.suppress(LeaseLost, OSError):  # lost: check() reports it at the next publish
+            lease.renew()
+        del lease
+
+
+def _read(storage: Storage, name: str) -> dict[str, Any] | None:
+    try:
+        data = storage.read_bytes(name)
+        return None if data is None else json.loads(data)
+    except (OSError, ValueError):  # torn or unreadable: only ever written atomically, so treat as absent
+        return None
+
+
+@contextlib.contextmanager
+def _mutex(storage: Storage) -> Iterator[None]:
+    path = storage.local_path(LOCK_NAME)
+    if path is None:  # object store: no lock (see the module docstring)
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
