@@ -36,9 +36,9 @@ from typing import Any
 import yaml
 
 from experiments.split import split_seeds
+from interplay.common.roles import ROLES
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = ("user", "recommender")
 SERVED_CANDIDATES = 5
 # name -> (teacher dialogues, eval dialogues per corpus, training steps, held-out loss every, max_turns, in flight)
 SIZES = {"full": (300, 100, 60, 10, 8, 64), "quick": (32, 12, 8, 4, 8, 32), "tiny": (4, 2, 2, 1, 4, 4)}

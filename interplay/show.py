@@ -23,19 +23,23 @@ def _attributes(value: list[dict]) -> str:
     return "; ".join(f"{a['name']}: {', '.join(a['values'])}" for a in value or [])
 
 
-def _catalog_titles(manifest: dict) -> dict[str, str]:
-    """item id -> "Title (Year)" from the run's catalog, if it is still there (else candidates show as ids)."""
-    from interplay.generator.inputs.catalog import Catalog, CatalogError
+class _Titles:
+    """item id -> "Title (Year)" from the run's catalog, read when first needed (only a corpus whose recommender
+    was shown candidates needs it); ids stand for themselves when the catalog is gone."""
 
-    path = (manifest.get("catalog") or {}).get("path")
-    try:
-        return {item.item_id: item.display for item in Catalog.load(path)} if path else {}
-    except CatalogError:
-        return {}
+    def __init__(self, manifest: dict):
+        self.path = (manifest.get("catalog") or {}).get("path")
+        self._titles: dict[str, str] | None = None
 
+    def names(self, item_ids: list[str]) -> str:
+        if self._titles is None:
+            from interplay.generator.inputs.catalog import Catalog, CatalogError
 
-def _names(item_ids: list[str], titles: dict[str, str]) -> str:
-    return "; ".join(titles.get(i, i) for i in item_ids)
+            try:
+                self._titles = {item.item_id: item.display for item in Catalog.load(self.path)} if self.path else {}
+            except CatalogError:
+                self._titles = {}
+        return "; ".join(self._titles.get(i, i) for i in item_ids)
 
 
 def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
@@ -45,10 +49,9 @@ def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
     manifest = read_manifest(storage) or (read_manifest(storage, partitions[0]) if partitions else None)
     if manifest is None:
         raise OutputError(f"{out_dir} holds no manifest.json: not an interplay output directory")
-    titles = _catalog_titles(manifest) if num > 0 else {}
-    shown = 0
     if num <= 0:
         return
+    titles, shown = _Titles(manifest), 0
     for name in shard_names(storage):
         table = storage.read_table(name)  # older corpora lack the newer columns (protocol)
         for row in table.select([c for c in COLUMNS if c in table.column_names]).to_pylist():
@@ -64,7 +67,7 @@ def show(out_dir: str, *, num: int = 3, outcome: str | None = None) -> None:
                   f"target rank: {row['target_rank']}")
             for turn in row["turns"]:
                 if turn.get("candidate_item_ids"):
-                    print(textwrap.fill(f"  (shown to the recommender: {_names(turn['candidate_item_ids'], titles)})",
+                    print(textwrap.fill(f"  (shown to the recommender: {titles.names(turn['candidate_item_ids'])})",
                                         110, subsequent_indent="    "))
                 label = "USER" if turn["role"] == "user" else "RECOMMENDER"
                 items = f"   -> items {turn['item_ids']}" if turn["item_ids"] else ""

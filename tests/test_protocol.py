@@ -247,8 +247,6 @@ def test_protocol_and_candidates_enter_the_config_hash(make_config) -> None:
 
 def test_protocol_messages_need_no_engine() -> None:
     """The protocol is plain Python: render a reference conversation's views without any engine."""
-    from conftest import CATALOG_ROWS  # noqa: F401  (the catalog the config below does not need to read)
-
     config = GenerateConfig.model_validate({"engine": {"model": "org/model"}, "protocol": "reference"})
     protocol = DialogueProtocol(config, make_catalog())
     conv = Conversation("c", 0, Seed("c", "likes crime", {"genres": ["Crime"], "decade": ["1990s"]}, "m6"))

@@ -18,6 +18,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write (100 dpi) and close one figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_all(corpora: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
     """corpora: [{"label", "metrics", "distributions"}]; returns the written files."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -49,11 +57,7 @@ def _success_match(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
     ax.set_ylabel("share")
     ax.set_title("success rate and match score\n(dashed: the match score's chance level)")
     ax.legend()
-    fig.tight_layout()
-    path = out_dir / "success_match.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, out_dir / "success_match.png")
 
 
 def _lengths(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
@@ -72,11 +76,7 @@ def _lengths(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
         ax.set_title(title)
         ax.set_ylabel("share")
         ax.legend()
-    fig.tight_layout()
-    path = out_dir / "lengths.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, out_dir / "lengths.png")
 
 
 def _outcomes(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
@@ -112,7 +112,4 @@ def _grouped_bars(corpora: Sequence[dict[str, Any]], names: Sequence[str], value
         ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

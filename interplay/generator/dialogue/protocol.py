@@ -52,6 +52,11 @@ def naming_one_of(names: Sequence[str], opener: str = "") -> str:
     return f"{lead}({alternatives}){_REST}"
 
 
+def display_names(catalog: Catalog, item_ids: Sequence[str]) -> list[str]:
+    """"Title (Year)" of each item, as the recommender is shown them."""
+    return [catalog.get(i).display for i in item_ids]
+
+
 def recommender_history(history: Sequence[tuple[str, str]], shown: Sequence[Sequence[str]],
                         *, item: str = "movie") -> list[tuple[str, str]]:
     """The dialogue as the recommender sees it: user message i carries the candidates `shown[i]` (display
@@ -90,7 +95,7 @@ class RetrievedCandidates:
         return out
 
     def view(self, history: Sequence[tuple[str, str]], *, item: str = "movie") -> list[tuple[str, str]]:
-        names = [[self.catalog.get(i).display for i in ids] for ids in self.shown(history)]
+        names = [display_names(self.catalog, ids) for ids in self.shown(history)]
         return recommender_history(history, names, item=item)
 
 
@@ -118,7 +123,8 @@ class DialogueProtocol:
                 conv.pending_candidates = self.candidates(conv)
                 conv.pending_opener = self._opener(conv)
                 if self.constrain and conv.pending_candidates:
-                    conv.pending_regex = naming_one_of(self._names(conv.pending_candidates), conv.pending_opener)
+                    conv.pending_regex = naming_one_of(display_names(self.catalog, conv.pending_candidates),
+                                                       conv.pending_opener)
             messages = role_messages("recommender", self._recommender_system, self._recommender_view(conv),
                                      item=self.item)
             if conv.pending_opener:  # the reply continues this unfinished assistant message
@@ -142,12 +148,9 @@ class DialogueProtocol:
         key = hashlib.blake2b(f"{conv.conversation_id}@{len(conv.turns)}".encode(), digest_size=4).digest()
         return self.openers[int.from_bytes(key, "little") % len(self.openers)]
 
-    def _names(self, item_ids: Sequence[str]) -> list[str]:
-        return [self.catalog.get(i).display for i in item_ids]
-
     def _recommender_view(self, conv: Conversation) -> list[tuple[str, str]]:
-        shown = [self._names(t.candidate_item_ids) for t in conv.turns if t.role == "recommender"]
-        shown.append(self._names(conv.pending_candidates or []))
+        shown = [display_names(self.catalog, t.candidate_item_ids) for t in conv.turns if t.role == "recommender"]
+        shown.append(display_names(self.catalog, conv.pending_candidates or []))
         return recommender_history(conv.history, shown, item=self.item)
 
     def _target_name(self, conv: Conversation) -> str | None:
@@ -161,11 +164,11 @@ class DialogueProtocol:
     def _user_view(self, conv: Conversation) -> list[tuple[str, str]]:
         if not self.is_reference:
             return conv.history
-        target, view = conv.seed.target_item_id, []
+        target, name, view = conv.seed.target_item_id, self._target_name(conv), []
         for turn in conv.turns:
             text = turn.text
             if turn.role == "recommender" and turn.item_ids:
                 note = TARGET_SUGGESTED_NOTE if target in turn.item_ids else OTHER_SUGGESTED_NOTE
-                text += note.format(item=self.item, target=self._target_name(conv))
+                text += note.format(item=self.item, target=name)
             view.append((turn.role, text))
         return view

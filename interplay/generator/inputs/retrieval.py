@@ -111,7 +111,7 @@ class CandidateIndex:
     def search(self, text: str, k: int, *, exclude: Iterable[str] = ()) -> list[str]:
         excluded = set(exclude)
         query = [t for t in query_tokens(text) if t in self.vocabulary]
-        want = min(k, len(self.item_ids) - len(excluded & set(self.item_ids)))
+        want = min(k, len(self.item_ids) - sum(1 for i in excluded if i in self.catalog))
         if want <= 0:
             return []
         ranked: list[str] = []
