@@ -57,7 +57,7 @@ def run_orchestration(config: Any, out_dir: str | Path, *, tokenizer: str = "smo
         "turns_per_cpu_s": round(turns / cpu, 1) if cpu > 0 else None,
         "load_average_after": round(os.getloadavg()[0], 2),
         "peak_rss_mb": self_peak_rss_mb(),
-        "num_shards": len(manifest["shards"]),
+        "num_shards": manifest["num_shards"],
         "outcomes": totals["outcomes"],
         "tokenizer": tokenizer,
         "max_in_flight": config.max_in_flight,

@@ -56,7 +56,7 @@ def _summary(manifest: dict[str, Any], out_dir: str) -> str:
     cached = ", ".join(f"{role} {share:.0%}" for role, share in totals["cached_prompt_share"].items())
     state = "complete" if manifest["status"] == "complete" else "INCOMPLETE (rerun the same command to resume)"
     return "\n".join([
-        f"corpus: {totals['num_dialogues']} dialogues in {len(manifest['shards'])} shards, {state}",
+        f"corpus: {totals['num_dialogues']} dialogues in {manifest['num_shards']} shards, {state}",
         f"  outcomes: {outcomes or '-'}",
         f"  this run: {run['num_dialogues']} dialogues in {run['wall_s']:.1f} s, "
         f"{run['dialogues_per_s']:.2f} dialogues/s, {run['output_tok_per_s']:.0f} output tok/s",

@@ -31,6 +31,17 @@ def make_catalog() -> Catalog:
                          r["attributes"]) for r in CATALOG_ROWS])
 
 
+def logged(out: Path, tag: str | None = None) -> list[dict[str, Any]]:
+    """The shard log's entries of an output (a partition's with `tag`), each with its indices decoded."""
+    from interplay.generator.output.layout import log_name
+    from interplay.generator.output.shardlog import decode_indices, read_log
+    from interplay.generator.output.storage import Storage
+
+    entries, damaged = read_log(Storage(out), log_name(tag))
+    assert not damaged
+    return [{**e, "indices": decode_indices(e["indices"])} for e in entries]
+
+
 def make_seeds(n: int, prefix: str = "s") -> list[Seed]:
     genres = ["Crime", "Comedy", "Sci-Fi", "Drama"]
     return [Seed(f"{prefix}{i:02d}", f"Person {i} likes {genres[i % 4].lower()} films and long walks.",

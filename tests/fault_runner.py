@@ -6,12 +6,13 @@ POINT (N counts from 1 and defaults to 1):
     request                 when the N-th request of this run is sent
     before-shard            on entering the write of the N-th shard of this run, nothing of it on disk yet
     mid-shard-write         N-th shard: its rows are in the temporary file, the Parquet footer is not
-    after-shard-rename      N-th shard: renamed into place, the manifest does not list it yet
+    after-shard-rename      N-th shard: renamed into place, the shard log does not name it yet
+    mid-log-append          N-th shard: half of its line is appended to the shard log
     mid-manifest-write      N-th manifest write: the temporary file is complete, not renamed yet
-    between-shards          N-th shard and its manifest entry written, nothing of the next one yet
+    between-shards          N-th shard, its log line and the manifest written, nothing of the next shard yet
     before-final-manifest   every shard written, the final manifest not yet
-    none                    no kill: run to the end
 
+The manifest is rewritten after every shard here (MANIFEST_EVERY_S = 0), so that every write can be killed.
 A kill point that is never reached lets the run finish with exit status 0, so the caller can tell.
 """
 
@@ -28,12 +29,13 @@ import pyarrow.parquet as pq
 
 from fake_engine import fake_open_engines, make_clients
 from interplay.generator.config import GenerateConfig
+from interplay.generator.output import writer
 from interplay.generator.output.storage import Storage
 from interplay.generator.output.writer import MANIFEST, SHARD_RE, CorpusWriter
 from interplay.generator.runtime.run import Generation
 
-POINTS = ("request", "before-shard", "mid-shard-write", "after-shard-rename", "mid-manifest-write",
-          "between-shards", "before-final-manifest", "none")
+POINTS = ("request", "before-shard", "mid-shard-write", "after-shard-rename", "mid-log-append",
+          "mid-manifest-write", "between-shards", "before-final-manifest", "none")
 
 
 def die() -> None:
@@ -53,25 +55,34 @@ def nth(n: int):
 def install(point: str, n: int) -> dict:
     """Patch the writer (this process only) so that it dies at `point`; returns fake-client options."""
     hit = nth(n)
+    writer.MANIFEST_EVERY_S = 0
     if point == "request":
         return {"on_submit": lambda request_id: die() if hit() else None}
     if point == "before-shard":
-        flush = CorpusWriter.flush
+        write_shard = CorpusWriter._write_shard
 
-        def flush_then(self: CorpusWriter) -> None:
-            if self._buffer and hit():
+        def write_then(self: CorpusWriter, batch: list) -> None:
+            if hit():
                 die()
-            flush(self)
-        CorpusWriter.flush = flush_then
+            write_shard(self, batch)
+        CorpusWriter._write_shard = write_then
     elif point == "between-shards":
-        flush = CorpusWriter.flush
+        write_shard = CorpusWriter._write_shard
 
-        def flush_then(self: CorpusWriter) -> None:
-            had_rows = bool(self._buffer)
-            flush(self)
-            if had_rows and hit():
+        def write_then(self: CorpusWriter, batch: list) -> None:
+            write_shard(self, batch)
+            if hit():
                 die()
-        CorpusWriter.flush = flush_then
+        CorpusWriter._write_shard = write_then
+    elif point == "mid-log-append":
+        append = Storage.append
+
+        def append_half(self: Storage, name: str, data: bytes) -> None:
+            if hit():
+                append(self, name, data[:len(data) // 2])
+                die()
+            append(self, name, data)
+        Storage.append = append_half
     elif point == "mid-shard-write":
         class DyingWriter(pq.ParquetWriter):
             def close(self) -> None:  # the row group is written; the footer, written by close, is not

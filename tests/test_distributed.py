@@ -61,7 +61,8 @@ def test_partitions_are_disjoint_and_make_up_the_single_run(tmp_path: Path, make
     assert complete and "p002of003" in table
     combined = json.loads((parts / "manifest.json").read_text())
     assert combined["status"] == "complete" and combined["totals"]["num_dialogues"] == 30
-    assert len(combined["shards"]) == len(list(parts.glob("shard-p*.parquet")))
+    assert combined["num_shards"] == len(list(parts.glob("shard-p*.parquet")))
+    assert combined["shard_logs"] == [f"shards-p{i:03d}of003.jsonl" for i in range(3)]
 
 
 def test_status_reports_a_partition_that_never_ran(tmp_path: Path, make_config, capsys):

@@ -28,6 +28,8 @@ import pytest
 
 from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.generator.config import GenerateConfig
+from interplay.generator.output.shardlog import read_log
+from interplay.generator.output.storage import Storage
 from interplay.generator.runtime.run import Generation
 
 RUNNER = Path(__file__).with_name("fault_runner.py")
@@ -78,7 +80,7 @@ def rerun(config: GenerateConfig, out: Path, clean: dict[str, Any]) -> None:
     manifest = asyncio.run(Generation(config, out).run(fake_open_engines(make_clients())))
     assert manifest["status"] == "complete"
     assert rows_by_id(out) == clean["rows"]
-    assert [s["file"] for s in manifest["shards"]] == sorted(p.name for p in out.glob("*.parquet"))
+    assert listed(out) == on_disk(out) and manifest["num_shards"] == len(on_disk(out))
     assert manifest["totals"] == clean["manifest"]["totals"]
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -87,8 +89,9 @@ def tmp_files(out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if p.name.endswith(".tmp"))
 
 
-def listed(manifest: dict[str, Any]) -> list[str]:
-    return [s["file"] for s in manifest["shards"]]
+def listed(out: Path) -> list[str]:
+    """The shards the shard log names."""
+    return [s["file"] for s in read_log(Storage(out), "shards.jsonl")[0]]
 
 
 def on_disk(out: Path) -> list[str]:
@@ -97,15 +100,15 @@ def on_disk(out: Path) -> list[str]:
 
 # Each kill point, and what the directory must look like right after the kill (proof that the kill landed there).
 def _first_request(out: Path, manifest: dict[str, Any]) -> None:
-    assert on_disk(out) == listed(manifest) == [] and tmp_files(out) == []
+    assert on_disk(out) == listed(out) == [] and tmp_files(out) == []
 
 
 def _before_first_shard(out: Path, manifest: dict[str, Any]) -> None:
-    assert on_disk(out) == listed(manifest) == [] and tmp_files(out) == []
+    assert on_disk(out) == listed(out) == [] and tmp_files(out) == []
 
 
 def _mid_shard_write(out: Path, manifest: dict[str, Any]) -> None:
-    assert on_disk(out) == listed(manifest) == ["shard-00000.parquet"]
+    assert on_disk(out) == listed(out) == ["shard-00000.parquet"]
     [partial] = tmp_files(out)
     assert partial.name == ".shard-00001.parquet.tmp" and partial.stat().st_size > 4  # partly written
     with pytest.raises(Exception):
@@ -114,23 +117,29 @@ def _mid_shard_write(out: Path, manifest: dict[str, Any]) -> None:
 
 def _after_shard_rename(out: Path, manifest: dict[str, Any]) -> None:
     assert on_disk(out) == ["shard-00000.parquet", "shard-00001.parquet"]
-    assert listed(manifest) == ["shard-00000.parquet"]  # the rerun must recount the unlisted shard
+    assert listed(out) == ["shard-00000.parquet"]  # the rerun must read and log the unlisted shard
+
+
+def _mid_log_append(out: Path, manifest: dict[str, Any]) -> None:
+    assert on_disk(out) == ["shard-00000.parquet", "shard-00001.parquet"]
+    entries, damaged = read_log(Storage(out), "shards.jsonl")
+    assert damaged and [e["file"] for e in entries] == ["shard-00000.parquet"]  # the second line cut off
 
 
 def _mid_manifest_write(out: Path, manifest: dict[str, Any]) -> None:
     # Manifest writes: 1 on opening, 2 after shard 0, 3 after shard 1; killed before the third was renamed.
-    assert on_disk(out) == ["shard-00000.parquet", "shard-00001.parquet"]
-    assert listed(manifest) == ["shard-00000.parquet"]
+    assert on_disk(out) == listed(out) == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert manifest["num_shards"] == 1
     assert [p.name for p in tmp_files(out)] == [".manifest.json.tmp"]
 
 
 def _between_shards(out: Path, manifest: dict[str, Any]) -> None:
-    assert on_disk(out) == listed(manifest) == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert on_disk(out) == listed(out) == ["shard-00000.parquet", "shard-00001.parquet"]
     assert tmp_files(out) == []
 
 
 def _before_final_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    assert on_disk(out) == listed(manifest) == [f"shard-{i:05d}.parquet" for i in range(5)]
+    assert on_disk(out) == listed(out) == [f"shard-{i:05d}.parquet" for i in range(5)]
     assert manifest["runs"] == []  # the run's own summary belongs to the final manifest
 
 
@@ -139,6 +148,7 @@ KILL_POINTS = [
     ("before-shard", 1, _before_first_shard),
     ("mid-shard-write", 2, _mid_shard_write),
     ("after-shard-rename", 2, _after_shard_rename),
+    ("mid-log-append", 2, _mid_log_append),
     ("mid-manifest-write", 3, _mid_manifest_write),
     ("between-shards", 2, _between_shards),
     ("before-final-manifest", 1, _before_final_manifest),

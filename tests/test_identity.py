@@ -124,7 +124,7 @@ def test_inputs_are_on_record_before_the_first_shard(tmp_path, make_config):
     out = tmp_path / "out"
     Generation(make_config(num_dialogues=5), out)  # opened, nothing generated (a run killed right after start)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["seeds"]["sha256"] == manifest["identity"]["seeds"] and manifest["shards"] == []
+    assert manifest["seeds"]["sha256"] == manifest["identity"]["seeds"] and manifest["num_shards"] == 0
     assert manifest["identity"]["catalog"] == manifest["catalog"]["sha256"]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_catalog, make_seeds
+from conftest import logged, make_catalog, make_seeds
 from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.common.roles import ROLES
 from interplay.generator.config import GenerateConfig
@@ -115,8 +115,12 @@ def test_corpus_shards_schema_and_manifest(tmp_path: Path, make_config) -> None:
                                           "output": sum(t["num_output_tokens"] for t in turns),
                                           "cached": sum(t["num_cached_tokens"] for t in turns)}
         assert totals["tokens"][role]["output"] > 0
-    assert [s["file"] for s in manifest["shards"]] == [p.name for p in shards(out)]
-    assert [s["num_rows"] for s in manifest["shards"]] == [5, 5, 5, 5, 3]
+    log = logged(out)
+    assert [s["file"] for s in log] == [p.name for p in shards(out)]
+    assert [s["num_rows"] for s in log] == [5, 5, 5, 5, 3]
+    assert [s["indices"] for s in log] == [sorted(pq.read_table(p).column("conversation_index").to_pylist())
+                                           for p in shards(out)]
+    assert (manifest["shard_log"], manifest["num_shards"]) == ("shards.jsonl", 5)
     assert len(manifest["runs"]) == 1 and manifest["runs"][0]["num_dialogues"] == 23
     assert manifest["seeds"] == {"path": str(config.seeds.path), "sha256": file_digest(config.seeds.path),
                                  "num_rows": 20, "num_valid": 20, "skipped": {}}
@@ -180,7 +184,7 @@ def test_resume_after_engine_dead_generates_only_the_missing(tmp_path: Path, mak
     assert len(done) == len(set(done)) and 5 <= len(done) < 20
     assert 10 not in done
     assert manifest["totals"]["num_dialogues"] == len(done)
-    assert sum(s["num_rows"] for s in manifest["shards"]) == len(done)
+    assert sum(s["num_rows"] for s in logged(out)) == len(done)
     first_files = file_digests(out)
 
     # Second run on the same directory with a healthy engine.
@@ -233,30 +237,31 @@ def test_crash_artifacts_are_cleaned_and_counted(tmp_path: Path, make_config) ->
     assert seen_during_run and any(seen_during_run[-1])
     assert all(SHARD.match(n) for names in seen_during_run for n in names)
     original = json.loads((out / "manifest.json").read_text())
-    assert len(original["shards"]) == 3
+    original_log = logged(out)
+    assert len(original_log) == 3
 
-    # A crash after the last shard was renamed into place but before the manifest was rewritten, and a
-    # half-written shard of a later run.
-    damaged = json.loads(json.dumps(original))
-    damaged["shards"].pop()
-    damaged["status"] = "running"
+    # A crash after the last shard was renamed into place, its log line cut off half-way, and a half-written
+    # shard of a later run.
+    damaged = {**original, "status": "running"}
     (out / "manifest.json").write_text(json.dumps(damaged))
+    lines = (out / "shards.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "shards.jsonl").write_bytes(b"".join(lines[:2]) + lines[2][:20])
     tmp = out / ".shard-00009.parquet.tmp"
     tmp.write_bytes(b"PAR1 garbage, not a parquet file")
     assert sorted(p.name for p in out.glob("*.parquet")) == [f"shard-{i:05d}.parquet" for i in range(3)]
 
     generation = Generation(config, out)
     assert not tmp.exists()
-    assert generation.writer.done == set(range(15))
+    assert set(generation.writer.done) == set(range(15))
     assert generation.num_remaining == 0
-    assert generation.writer.manifest["shards"] == original["shards"]  # the lost entry recounted
+    assert logged(out) == original_log  # the torn line dropped, its shard read and logged again
     manifest, log, engines = generate(config, out)
     assert engines.opened == 0
     assert manifest["status"] == "complete"
     assert manifest["totals"] == original["totals"]
     # .lease.lock stays (flock needs a file that is never replaced); the lease itself is released at close.
     assert sorted(p.name for p in out.iterdir()) == [".lease.lock", "manifest.json"] + [
-        f"shard-{i:05d}.parquet" for i in range(3)]
+        f"shard-{i:05d}.parquet" for i in range(3)] + ["shards.jsonl"]
 
 
 def test_crash_after_a_shard_before_its_manifest_entry_resumes(tmp_path: Path, make_config) -> None:
@@ -267,8 +272,9 @@ def test_crash_after_a_shard_before_its_manifest_entry_resumes(tmp_path: Path, m
     # Simulate the kill: the first shard is in place but the manifest is still the one written when the
     # directory was opened (no shards listed), and the second shard was cut off mid-write.
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["shards"], manifest["status"] = [], "running"
+    manifest["status"] = "running"
     (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "shards.jsonl").write_bytes(b"")
     (out / "shard-00001.parquet").unlink()
     (out / ".shard-00001.parquet.tmp").write_bytes(b"partial")
     generation = Generation(config, out)
@@ -287,7 +293,7 @@ def test_opening_writes_a_manifest_and_ignores_tmp_leftovers(tmp_path: Path, mak
     generation = Generation(config, out)
     assert not tmp.exists()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert (manifest["status"], manifest["shards"], manifest["identity"]["config"]) == ("running", [], config.hash())
+    assert (manifest["status"], manifest["num_shards"], manifest["identity"]["config"]) == ("running", 0, config.hash())
     assert generation.num_remaining == 5
 
 

@@ -25,6 +25,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import logged
 from interplay.generator.output.records import SCHEMA
 from interplay.prepare import default_model_dir
 
@@ -77,7 +78,7 @@ def snapshot(out: Path) -> dict[str, Any]:
         assert table.schema.equals(SCHEMA, check_metadata=False)
         rows += table.to_pylist()
     return {"rows": rows, "manifest": json.loads((out / "manifest.json").read_text()),
-            "files": sorted(p.name for p in out.glob("*.parquet")),
+            "files": sorted(p.name for p in out.glob("*.parquet")), "logged": [e["file"] for e in logged(out)],
             "tmp": [p.name for p in out.iterdir() if p.name.endswith(".tmp")]}
 
 
@@ -130,12 +131,12 @@ def with_group_gone(proc: subprocess.Popen) -> None:
 
 
 def check_consistent(stage: dict[str, Any]) -> None:
-    """Readable shards, no conversation twice, no partial file, a manifest that agrees with the shards."""
+    """Readable shards, no conversation twice, no partial file, a shard log and manifest that agree with them."""
     indices = [r["conversation_index"] for r in stage["rows"]]
     assert len(indices) == len(set(indices))
     assert stage["tmp"] == []
     manifest = stage["manifest"]
-    assert [s["file"] for s in manifest["shards"]] == stage["files"]
+    assert stage["logged"] == stage["files"] and manifest["num_shards"] == len(stage["files"])
     assert manifest["totals"]["num_dialogues"] == len(stage["rows"])
 
 

@@ -103,8 +103,11 @@ def test_a_superseded_writer_is_fenced_before_it_publishes(tmp_path, make_config
     record = {"conversation_index": 0, "conversation_id": "s00", "seed_id": "s00", "messages": [], "turns": [],
               "outcome": "error", "num_turns": 0}
     old.add(record)
+    old.add({**record, "conversation_index": 1})  # a full shard, handed to the writer thread
     with pytest.raises(OutputError, match="no longer holds"):
-        old.add({**record, "conversation_index": 1})
+        old.flush()  # the thread's failure comes back to the caller
+    with pytest.raises(OutputError, match="no longer holds"):
+        old.add({**record, "conversation_index": 2})  # and every later call stops on it
     with pytest.raises(OutputError, match="no longer holds"):
         old.write_manifest()
     assert list(out.glob("*.parquet")) == [] and not list(out.glob(".*.tmp"))

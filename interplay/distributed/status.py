@@ -1,8 +1,11 @@
 """`interplay status DIR`: per-partition progress of a run, and the combined manifest once every partition is done.
 
-A partitioned run (Ray workers, or `--num-shards N --shard-index I` processes from a batch scheduler) leaves one
-`manifest-pIIIofNNN.json` per partition that ran. The corpus is complete when all N partitions are; then the
-combined `manifest.json` (all shards, merged totals) is written, and readers take the directory as one corpus.
+A partitioned run (Ray workers, or `--num-partitions N --partition-index I` processes from a batch scheduler)
+leaves one `manifest-pIIIofNNN.json` and one shard log `shards-pIIIofNNN.jsonl` per partition that ran. Progress
+is counted from the shard logs, and every shard a log names is checked against its file's Parquet footer (no
+data is read): a fraction of a second for 20,000 shards. The corpus is complete when all N partitions are; then
+the combined `manifest.json` (merged totals, the partitions' logs) is written, and readers take the directory as
+one corpus.
 """
 
 from __future__ import annotations
@@ -16,16 +19,10 @@ from typing import Any
 import pyarrow as pa
 
 from interplay.common.partition import Partition
+from interplay.generator.output.layout import FORMAT, MANIFEST, PARTITION_MANIFEST_RE, OutputError, log_name
+from interplay.generator.output.shardlog import read_log
 from interplay.generator.output.storage import Storage
-from interplay.generator.output.writer import (
-    FORMAT,
-    MANIFEST,
-    PARTITION_MANIFEST_RE,
-    OutputError,
-    as_storage,
-    read_manifest,
-    totals,
-)
+from interplay.generator.output.writer import as_storage, read_manifest, totals
 
 HELP = "per-partition progress of a run; writes the combined manifest when the corpus is complete"
 
@@ -34,7 +31,8 @@ HELP = "per-partition progress of a run; writes the combined manifest when the c
 class PartitionStatus:
     partition: Partition
     manifest: dict[str, Any] | None  # None: this partition never ran
-    problems: list[str] = field(default_factory=list)  # shards the manifest lists that are gone or changed
+    shards: list[dict[str, Any]] = field(default_factory=list)  # its shard log's entries
+    problems: list[str] = field(default_factory=list)  # shards the log names that are gone or changed
 
     @property
     def state(self) -> str:
@@ -49,7 +47,7 @@ class PartitionStatus:
 
     @property
     def num_done(self) -> int:
-        return 0 if self.manifest is None else sum(s["num_rows"] for s in self.manifest["shards"])
+        return sum(s["num_rows"] for s in self.shards)
 
     @property
     def num_planned(self) -> int | None:
@@ -72,15 +70,24 @@ def partition_statuses(out_dir: str | Path | Storage) -> list[PartitionStatus]:
         raise OutputError(f"{out} mixes partitions of runs with different configs (hashes {sorted(hashes)})")
     if not counts:
         return []
-    count = counts.pop()
-    return [PartitionStatus(Partition(i, count), m, check_shards(out, m) if m else [])
-            for i in range(count) for m in [found.get(Partition(i, count))]]
+    count, statuses = counts.pop(), []
+    for i in range(count):
+        partition = Partition(i, count)
+        manifest = found.get(partition)
+        shards = logged_shards(out, partition.tag) if manifest else []
+        statuses.append(PartitionStatus(partition, manifest, shards, check_shards(out, shards)))
+    return statuses
 
 
-def check_shards(out_dir: str | Path | Storage, manifest: dict[str, Any]) -> list[str]:
-    """The shards a manifest lists, checked against the files (their Parquet footers: no data is read)."""
+def logged_shards(out: Storage, tag: str | None) -> list[dict[str, Any]]:
+    """The entries of a shard log (a line cut off by a crash is left out: the next run logs its shard)."""
+    return read_log(out, log_name(tag))[0]
+
+
+def check_shards(out_dir: str | Path | Storage, shards: list[dict[str, Any]]) -> list[str]:
+    """The shards a log names, checked against the files (their Parquet footers: no data is read)."""
     out, problems = as_storage(out_dir), []
-    for shard in manifest.get("shards", []):
+    for shard in shards:
         try:
             num_rows = out.read_metadata(shard["file"]).num_rows
         except FileNotFoundError:
@@ -90,7 +97,7 @@ def check_shards(out_dir: str | Path | Storage, manifest: dict[str, Any]) -> lis
             problems.append(f"{shard['file']} is unreadable ({' '.join(str(e).split())[:120]})")
             continue
         if num_rows != shard["num_rows"]:
-            problems.append(f"{shard['file']} holds {num_rows} rows, the manifest says {shard['num_rows']}")
+            problems.append(f"{shard['file']} holds {num_rows} rows, the shard log says {shard['num_rows']}")
     return problems
 
 
@@ -98,10 +105,11 @@ def combine(out_dir: str | Path | Storage, statuses: list[PartitionStatus]) -> d
     """Write the combined manifest.json of a complete partitioned run."""
     manifests = [s.manifest for s in statuses]
     first = manifests[0]
-    shards = [shard for m in manifests for shard in m["shards"]]
+    shards = [shard for s in statuses for shard in s.shards]
     combined = {
         "format": FORMAT, "status": "complete", "config_hash": first["config_hash"], "config": first["config"],
-        "num_dialogues": first.get("num_dialogues"), "seeds": first.get("seeds"), "shards": shards,
+        "num_dialogues": first.get("num_dialogues"), "seeds": first.get("seeds"),
+        "shard_logs": [log_name(s.partition.tag) for s in statuses], "num_shards": len(shards),
         "totals": totals(shards), "runs": [run for m in manifests for run in m["runs"]],
         "partitions": {s.partition.tag: {"num_dialogues": s.num_done} for s in statuses},
     }
@@ -116,8 +124,9 @@ def report(out_dir: str | Path | Storage) -> tuple[bool, str]:
         manifest = read_manifest(out_dir)
         if manifest is None:
             raise OutputError(f"{out_dir} holds no manifest: not an interplay output directory")
-        done = manifest.get("totals", {}).get("num_dialogues", 0)
-        problems = check_shards(out_dir, manifest)
+        shards = logged_shards(as_storage(out_dir), None)
+        done = sum(s["num_rows"] for s in shards)
+        problems = check_shards(out_dir, shards)
         if problems:
             return False, f"single run: DAMAGED, {done} dialogues listed; " + "; ".join(problems)
         return manifest["status"] == "complete", f"single run: {manifest['status']}, {done} dialogues"
@@ -136,7 +145,7 @@ def report(out_dir: str | Path | Storage) -> tuple[bool, str]:
         return False, "\n".join(lines)
     combined = combine(out_dir, statuses)
     lines.append(f"corpus: complete, {combined['totals']['num_dialogues']} dialogues in "
-                 f"{len(combined['shards'])} shards; wrote {as_storage(out_dir).path(MANIFEST)}")
+                 f"{combined['num_shards']} shards; wrote {as_storage(out_dir).path(MANIFEST)}")
     return True, "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """What an output directory holds: the names of corpus files, which files are interplay's, and clearing a run.
 
-    manifest.json, shard-00000.parquet                         a single run
-    manifest-p003of008.json, shard-p003of008-00000.parquet      partition 3 of 8 of a partitioned run
+    manifest.json, shards.jsonl, shard-00000.parquet            a single run
+    manifest-p003of008.json, shards-p003of008.jsonl,            partition 3 of 8 of a partitioned run
+        shard-p003of008-00000.parquet
     .lease*.json, .lease.lock, .*.tmp                           leases (lease.py) and files being written
     logs/, report/, compare-*/                                  engine logs and quality reports
 """
@@ -19,6 +20,12 @@ MANIFEST = "manifest.json"
 # shard-00000.parquet for a single run; shard-p003of008-00000.parquet for partition 3 of 8 of a partitioned run.
 SHARD_RE = re.compile(r"^shard-(?:(p\d{3,}of\d{3,})-)?(\d{5,})\.parquet$")
 PARTITION_MANIFEST_RE = re.compile(r"^manifest-(p\d{3,}of\d{3,})\.json$")
+# The shard log (shardlog.py): shards.jsonl, or shards-p003of008.jsonl.
+SHARD_LOG_RE = re.compile(r"^shards(?:-(p\d{3,}of\d{3,}))?\.jsonl$")
+
+
+def log_name(tag: str | None) -> str:
+    return "shards.jsonl" if tag is None else f"shards-{tag}.jsonl"
 
 # Written into an output by interplay besides the corpus itself: never a reason to call it "not ours".
 _SIDE_DIRS = re.compile(r"^(logs|report|compare-.*)$")
@@ -26,7 +33,7 @@ _SIDE_DIRS = re.compile(r"^(logs|report|compare-.*)$")
 
 def is_interplay_name(name: str) -> bool:
     return (name.startswith(".") or bool(_SIDE_DIRS.match(name)) or bool(SHARD_RE.match(name))
-            or name == MANIFEST or bool(PARTITION_MANIFEST_RE.match(name)))
+            or name == MANIFEST or bool(PARTITION_MANIFEST_RE.match(name)) or bool(SHARD_LOG_RE.match(name)))
 
 
 class OutputError(Exception):
@@ -53,9 +60,8 @@ def clear_partitions(out_dir: str | Path | Storage, count: int) -> list[str]:
         for tag in sorted(tags):
             leases.append(Lease.acquire(storage, lease_name(tag), heartbeat=False))
         doomed = [n for n in storage.names() if n == MANIFEST or (
-            (m := SHARD_RE.match(n.strip(".").removesuffix(".tmp")) or PARTITION_MANIFEST_RE.match(
-                n.strip(".").removesuffix(".tmp"))) and m.group(1) in tags)]
-        for name in sorted(doomed, key=lambda n: "manifest" in n):
+            (m := _partition_file(n.strip(".").removesuffix(".tmp"))) and m.group(1) in tags)]
+        for name in sorted(doomed, key=lambda n: "manifest" in n):  # manifests last: they name the config
             storage.delete(name)
         return doomed
     except (LeaseHeld, LeaseLost) as e:
@@ -63,3 +69,7 @@ def clear_partitions(out_dir: str | Path | Storage, count: int) -> list[str]:
     finally:
         for lease in leases:
             lease.release()
+
+
+def _partition_file(name: str) -> re.Match[str] | None:
+    return SHARD_RE.match(name) or PARTITION_MANIFEST_RE.match(name) or SHARD_LOG_RE.match(name)

@@ -65,6 +65,17 @@ class Storage:
             f.write(data)
         self._fenced_publish(tmp, name, fence, replace=True)
 
+    def append(self, name: str, data: bytes) -> None:
+        """Append to an existing local file, durably (object stores cannot append: see shardlog.py)."""
+        fd = os.open(self.path(name), os.O_WRONLY | os.O_APPEND)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def write_table_atomic(self, name: str, table: pa.Table, *, row_group_size: int,
                            fence: Callable[[], None] | None = None) -> None:
         """Write a Parquet file whole, never over an existing one (FileExistsError)."""

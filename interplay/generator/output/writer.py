@@ -1,19 +1,31 @@
-"""Parquet shards and the manifest, with exactly-once resume.
+"""Parquet shards, the shard log and the manifest, with exactly-once resume; the writing off the event loop.
 
 Layout of an output directory (a local path, or any URI pyarrow's filesystems accept: see storage.py):
-    manifest.json            config + hash, shards with row counts and stats, totals, one entry per run
-    shard-00000.parquet ...  finished shards; a shard is written as .shard-NNNNN.parquet.tmp and renamed into
+    manifest.json            config, identity, totals, one entry per run (the last RUNS_KEPT); a fixed size
+    shards.jsonl             one line per finished shard: its rows' indices and stats (shardlog.py)
+    shard-00000.parquet ...  finished shards; a shard is written as .shard-00000.parquet.tmp and renamed into
                              place, so no reader globbing *.parquet ever sees a partial file
     logs/engine.log          vLLM's own log lines
 
-Resume: the finished shards are the truth. On open, every shard's `conversation_index` column is read; those
-conversations are done, everything else is (re)generated. Conversations buffered but not yet in a shard when
-the process died are simply generated again, so each conversation lands in exactly one shard.
+Resume: the finished shards are the truth, the shard log their record. On open the log is read (one file, not
+every shard), shards it does not name are read and logged, and those conversations are done; everything else is
+(re)generated. Conversations buffered but not yet in a shard when the process died are generated again, so
+each conversation lands in exactly one shard.
+
+Writing: the event loop only buffers rows. A full buffer goes through a bounded queue to one writer thread,
+which encodes the Parquet, publishes the shard (fsync and rename, or an upload), appends its log line and
+rewrites the manifest at most every MANIFEST_EVERY_S. So none of that stalls the conversations in flight. When
+the thread is QUEUE_SHARDS shards behind, `put` makes the finished conversation's worker wait (back-pressure);
+the loop runs on. A failure in the thread stops the run: the next `put` or `close` raises it, and nothing more
+is written, so the published shards and their log stay intact and a rerun resumes from them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import queue
+import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -23,6 +35,8 @@ from typing import Any
 import pyarrow as pa
 
 from interplay.common.roles import ROLES
+from interplay.generator.output.checks import Ownership, read_manifest
+from interplay.generator.output.doneset import DoneSet
 from interplay.generator.output.layout import (  # noqa: F401 (re-exported: readers name them from here)
     FORMAT,
     MANIFEST,
@@ -34,22 +48,18 @@ from interplay.generator.output.layout import (  # noqa: F401 (re-exported: read
 )
 from interplay.generator.output.lease import LEASE_TTL_S, Lease, LeaseHeld, LeaseLost, lease_name
 from interplay.generator.output.records import SCHEMA, add_stats, empty_stats, merge_stats
+from interplay.generator.output.shardlog import ShardLog, decode_indices, encode_indices, read_log
 from interplay.generator.output.storage import Storage
 
 ROW_GROUP_ROWS = 1000
+QUEUE_SHARDS = 4         # full buffers waiting for the writer thread before `put` waits
+MANIFEST_EVERY_S = 10.0  # the manifest's totals lag the shards by at most this while a run goes on
+RUNS_KEPT = 100          # run summaries kept in the manifest (num_runs counts them all)
+_BACKOFF_S = 0.005       # how often a worker held back by a full queue looks again
 
 
 def as_storage(out_dir: str | Path | Storage) -> Storage:
     return out_dir if isinstance(out_dir, Storage) else Storage(out_dir)
-
-
-def read_manifest(out_dir: str | Path | Storage, name: str = MANIFEST) -> dict[str, Any] | None:
-    storage = as_storage(out_dir)
-    try:
-        data = storage.read_bytes(name)
-        return None if data is None else json.loads(data)
-    except (OSError, ValueError) as e:
-        raise OutputError(f"{storage.path(name)} is unreadable ({e}); move it away to start over") from None
 
 
 def shard_names(out_dir: str | Path | Storage) -> list[str]:
@@ -62,18 +72,20 @@ def shard_files(out_dir: str | Path) -> list[Path]:
     return [Path(out_dir) / name for name in shard_names(out_dir)]
 
 
-def _stats_from_file(storage: Storage, name: str) -> dict[str, Any]:
-    stats = empty_stats()
-    for record in storage.read_table(name, columns=["outcome", "turns"]).to_pylist():
+def shard_entry(name: str, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """A shard's line in the shard log: its stats and its conversations."""
+    stats, indices = empty_stats(), []
+    for record in records:
         add_stats(stats, record)
-    return stats
+        indices.append(record["conversation_index"])
+    return {"file": name, **stats, "indices": encode_indices(indices)}
 
 
 class CorpusWriter:
-    """Buffers finished conversations and writes them as numbered shards; keeps the manifest current.
+    """Buffers finished conversations and writes them as numbered shards from a thread of its own.
 
-    With a partition tag ("p003of008") it owns only that partition's shards and manifest, so several writers can
-    share one directory.
+    With a partition tag ("p003of008") it owns only that partition's shards, log and manifest, so several
+    writers can share one directory.
     """
 
     def __init__(self, out_dir: str | Path | Storage, *, config: dict[str, Any], config_hash: str,
@@ -83,7 +95,8 @@ class CorpusWriter:
         self.storage = as_storage(out_dir)
         self.out_dir = self.storage.location
         self.tag = partition_tag
-        self.manifest_name = MANIFEST if partition_tag is None else f"manifest-{partition_tag}.json"
+        self.own = Ownership(self.storage, partition_tag, identity)
+        self.manifest_name = self.own.manifest_name
         self.dialogues_per_shard = dialogues_per_shard
         self._buffer: list[dict[str, Any]] = []
         self._opened = self._run_started = time.time()
@@ -91,9 +104,14 @@ class CorpusWriter:
         self.identity = identity
         self.run_info: dict[str, Any] = {}  # recorded with this run's summary: runtime settings, versions
         self.lease: Lease | None = None
+        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=QUEUE_SHARDS)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._manifest_at = 0.0
         self.manifest = self._open(config, config_hash, overwrite, lease_ttl_s, lease_wait_s)
         self.manifest.update(extra or {})
-        self.done = self._scan_done()
+        self.log = ShardLog(self.storage, self.own.log_name, fence=self._fence)
+        self.done = self._resume()
         # Written before the first shard, so a directory holding shards always holds a manifest too, and the
         # inputs' fingerprints are on record from the start.
         self.write_manifest()
@@ -107,8 +125,7 @@ class CorpusWriter:
             storage.makedirs()
         except OSError as e:
             raise self._unwritable(e) from None
-        # Every check reads only: a refused run leaves the directory exactly as it was.
-        self._check(storage.names(), config_hash, overwrite)
+        self.own.check(storage.names(), config_hash, overwrite)  # reads only: a refused run changes nothing
         try:  # the lease is the first thing written, and so also the writability probe
             self.lease = Lease.acquire(storage, lease_name(self.tag), ttl_s=ttl_s, wait_s=wait_s)
         except (LeaseHeld, LeaseLost) as e:
@@ -117,20 +134,20 @@ class CorpusWriter:
             raise self._unwritable(e) from None
         try:
             names = storage.names()  # again, now that no other writer can change them
-            manifest = self._check(names, config_hash, overwrite)
+            manifest = self.own.check(names, config_hash, overwrite)
             if overwrite:
-                self._clear(names)
+                self.own.clear(names)
                 manifest = None
-            for name in storage.names():  # our partial files of a killed run: never part of the corpus
-                if name.startswith(".") and name.endswith(".tmp") and self._owns(name[1:].removesuffix(".tmp")):
+            for name in storage.names():
+                if self.own.owns_tmp(name):
                     storage.delete(name)
         except BaseException:
             self.lease.release()
             raise
         if manifest is None:
             manifest = {"format": FORMAT, "status": "running", "config_hash": config_hash, "config": config,
-                        "shards": [], "runs": []}
-        manifest["status"] = "running"
+                        "runs": []}
+        manifest.pop("shards", None)  # earlier versions listed every shard here; the shard log does now
         manifest["config"] = config  # same hash; runtime keys (num_dialogues, max_in_flight) may have changed
         if self.identity is not None:
             manifest["identity"] = self.identity
@@ -139,83 +156,50 @@ class CorpusWriter:
     def _unwritable(self, e: OSError) -> OutputError:
         return OutputError(f"cannot write to output directory {self.out_dir}: {getattr(e, 'strerror', None) or e}")
 
-    def _check(self, names: list[str], config_hash: str, overwrite: bool) -> dict[str, Any] | None:
-        """Refuse an output this run may not write to; returns this writer's own manifest, if any."""
-        storage = self.storage
-        self._check_layout(names)
-        manifest = read_manifest(storage, self.manifest_name)
-        # The combined manifest of a partitioned run is derived from the partitions' (interplay status writes
-        # it): an overwrite of one partition makes it wrong, and deletes it.
-        derived = MANIFEST if self.tag is not None else None
-        others = {n: read_manifest(storage, n) for n in names
-                  if (n == MANIFEST or PARTITION_MANIFEST_RE.match(n)) and n != self.manifest_name}
-        foreign = [n for n in names if not is_interplay_name(n)]
-        if manifest is None and not others and foreign:
-            raise OutputError(f"{self.out_dir} is not empty and holds no {MANIFEST} ({', '.join(foreign[:3])}): "
-                              "choose an empty or new directory; --overwrite deletes only interplay's own files")
-        if manifest is not None and not overwrite and manifest.get("config_hash") != config_hash:
-            raise OutputError(f"{self.out_dir} holds a run with a different config ({self._differs(manifest)}); "
-                              "use another --output, or --overwrite to delete it (its shards and manifest) "
-                              "and start over")
-        for name, other in others.items():
-            if other is not None and other.get("config_hash") != config_hash and not (overwrite and name == derived):
-                raise OutputError(
-                    f"{self.out_dir} holds {name} of a run with a different config ({self._differs(other)}); "
-                    "--overwrite deletes only this partition's own files: use another --output, or delete the "
-                    "old run (`--ray --overwrite` replaces every partition)")
-        return manifest
-
-    def _differs(self, other: dict[str, Any]) -> str:
-        """Which parts of the corpus identity differ, when both sides recorded one."""
-        theirs, mine = other.get("identity"), self.identity
-        if not isinstance(theirs, dict) or mine is None:
-            return f"hash {other.get('config_hash')}"
-        keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-        return "differs in: " + ", ".join(keys) if keys else f"hash {other.get('config_hash')}"
-
-    def _owns(self, name: str) -> bool:
-        """Is `name` one of this writer's shards or its manifest?"""
-        match = SHARD_RE.match(name)
-        return name == self.manifest_name or (match is not None and match.group(1) == self.tag)
-
-    def _check_layout(self, names: list[str]) -> None:
-        # A single run and a partitioned one, or two partition counts, in one directory would each miss the
-        # other's conversations and generate them again: refuse. --overwrite does not help: it deletes only
-        # this run's own files.
-        tags = {m.group(1) for n in names if (m := SHARD_RE.match(n))}
-        tags |= {m.group(1) for n in names if (m := PARTITION_MANIFEST_RE.match(n))}
-        counts = {t.split("of")[1] if t else None for t in tags}
-        mine = self.tag.split("of")[1] if self.tag else None
-        if counts - {mine}:
-            layout = ", ".join(sorted("a single run" if c is None else f"{int(c)} partitions" for c in counts))
-            raise OutputError(f"{self.out_dir} holds shards of {layout}; this run is "
-                              + ("a single run" if mine is None else f"{int(mine)} partitions")
-                              + ": use the same layout, or another --output")
-
-    def _clear(self, names: list[str]) -> None:
-        # Only this writer's own files (and, for a partition, the combined manifest derived from it). Manifests
-        # last: a kill half-way leaves a directory that still names its config.
-        for name in sorted(names, key=lambda n: n.startswith("manifest")):
-            if self._owns(name) or (self.tag is not None and name == MANIFEST) or (
-                    name.startswith(".") and name.endswith(".tmp") and self._owns(name[1:].removesuffix(".tmp"))):
-                self.storage.delete(name)
-
-    def _scan_done(self) -> set[int]:
-        """Read the finished shards: which conversations are done, and per-shard stats for the manifest."""
-        known = {s["file"]: s for s in self.manifest["shards"]}
-        shards, done = [], set()
-        for name in (n for n in shard_names(self.storage) if self._owns(n)):
-            try:
-                indices = self.storage.read_table(name, ["conversation_index"]).column(0).to_pylist()
-            except (OSError, pa.ArrowException) as e:  # never one of ours (they are renamed in complete)
-                raise OutputError(f"{self.storage.path(name)} is not a readable shard ({' '.join(str(e).split())[:200]}); move it "
-                                  "away and rerun: its conversations are generated again") from None
-            done.update(indices)
-            # A shard renamed into place just before a crash may be missing from the manifest: recount it.
-            entry = known.get(name) or {"file": name, **_stats_from_file(self.storage, name)}
-            shards.append(entry)
-        self.manifest["shards"] = shards
+    def _resume(self) -> DoneSet:
+        """Which conversations are done: the shard log, checked against the shards' names (no shard is opened
+        unless the log misses it)."""
+        logged, damaged = read_log(self.storage, self.log.name)
+        on_disk = {n for n in shard_names(self.storage) if self.own.owns(n)}
+        entries, seen = [], set()
+        for entry in logged:  # a logged shard that is gone: its conversations are generated again
+            if entry["file"] in on_disk and entry["file"] not in seen:
+                if self.storage.is_local:  # footers only (~20 us each); an object store would pay a GET per shard
+                    self._check_footer(entry)
+                entries.append(entry)
+                seen.add(entry["file"])
+        # Shards published just before a crash cut off their log line.
+        entries += [self._entry_from_file(name) for name in sorted(on_disk - seen)]
+        rewrite = damaged or len(entries) != len(logged) or not self.storage.exists(self.log.name)
+        self.log.adopt(entries, rewrite=rewrite)
+        done, self._totals = DoneSet(), empty_stats()
+        for entry in entries:
+            for index in decode_indices(entry["indices"]):
+                done.add(index)
+            merge_stats(self._totals, entry)
+        self._num_shards = len(entries)
+        self._next_number = max((int(SHARD_RE.match(n).group(2)) for n in on_disk), default=-1) + 1
         return done
+
+    def _entry_from_file(self, name: str) -> dict[str, Any]:
+        try:
+            table = self.storage.read_table(name, ["conversation_index", "outcome", "turns"])
+        except (OSError, pa.ArrowException) as e:  # never one of ours (they are renamed in complete)
+            raise self._unreadable(name, e) from None
+        return shard_entry(name, table.to_pylist())
+
+    def _check_footer(self, entry: dict[str, Any]) -> None:
+        """A logged shard must still be the file that was logged (not cut short or replaced since)."""
+        try:
+            num_rows = self.storage.read_metadata(entry["file"]).num_rows
+        except (OSError, pa.ArrowException) as e:
+            raise self._unreadable(entry["file"], e) from None
+        if num_rows != entry["num_rows"]:
+            raise self._unreadable(entry["file"], f"{num_rows} rows, the shard log says {entry['num_rows']}")
+
+    def _unreadable(self, name: str, why: object) -> OutputError:
+        return OutputError(f"{self.storage.path(name)} is not a readable shard ({' '.join(str(why).split())[:200]}); "
+                           "move it away and rerun: its conversations are generated again")
 
     @property
     def num_done(self) -> int:
@@ -225,39 +209,96 @@ class CorpusWriter:
         """Generation starts now: what came before (engine start-up) is reported apart."""
         self._run_started = time.time()
 
-    # -- writing ----------------------------------------------------------------------------------------------
+    # -- the event loop's side --------------------------------------------------------------------------------
+
+    async def put(self, record: dict[str, Any]) -> None:
+        """Add a finished conversation from the event loop; waits (without blocking the loop) while the
+        writer thread is behind."""
+        batch = self._take(record)
+        while batch is not None and not self._submit(batch, block=False):
+            await asyncio.sleep(_BACKOFF_S)
 
     def add(self, record: dict[str, Any]) -> None:
+        """Add a finished conversation; blocks while the writer thread is behind (use `put` on an event loop)."""
+        batch = self._take(record)
+        if batch is not None:
+            self._submit(batch, block=True)
+
+    def _take(self, record: dict[str, Any]) -> list[dict[str, Any]] | None:
+        self._raise_if_failed()
         self._buffer.append(record)
         self.done.add(record["conversation_index"])
         add_stats(self._run_stats, record)
-        if len(self._buffer) >= self.dialogues_per_shard:
-            self.flush()
+        if len(self._buffer) < self.dialogues_per_shard:
+            return None
+        batch, self._buffer = self._buffer, []
+        return batch
 
-    def flush(self) -> None:
-        if not self._buffer:
+    def _submit(self, batch: list[dict[str, Any]] | None, *, block: bool) -> bool:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="interplay-writer", daemon=True)
+            self._thread.start()
+        try:
+            self._queue.put(batch, block=block)
+        except queue.Full:
+            return False
+        return True
+
+    def _raise_if_failed(self) -> None:
+        if self._error is None:
             return
-        number = max((int(SHARD_RE.match(s["file"]).group(2)) for s in self.manifest["shards"]), default=-1) + 1
+        if isinstance(self._error, OutputError):
+            raise self._error
+        raise OutputError(f"writing to {self.out_dir} failed ({type(self._error).__name__}: {self._error}); "
+                          "the shards written so far are intact: fix the cause and rerun to resume") from self._error
+
+    # -- the writer thread ------------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, only drain: a waiting `put` must not wait forever
+                try:
+                    self._write_shard(batch)
+                except BaseException as e:  # noqa: BLE001 (handed to the loop by _raise_if_failed)
+                    self._error = e
+
+    def _write_shard(self, batch: list[dict[str, Any]]) -> None:
+        number, self._next_number = self._next_number, self._next_number + 1
         name = f"shard-{self.tag}-{number:05d}.parquet" if self.tag else f"shard-{number:05d}.parquet"
         try:
-            self.storage.write_table_atomic(name, pa.Table.from_pylist(self._buffer, schema=SCHEMA),
+            self.storage.write_table_atomic(name, pa.Table.from_pylist(batch, schema=SCHEMA),
                                             row_group_size=ROW_GROUP_ROWS, fence=self._fence)
         except FileExistsError:  # only a second writer could have put it there
             raise OutputError(f"{self.storage.path(name)} appeared while this writer held the output: another "
                               "writer is writing the same partition; stopped without writing") from None
-        stats = empty_stats()
-        for record in self._buffer:
-            add_stats(stats, record)
-        self.manifest["shards"].append({"file": name, **stats})
-        self._buffer.clear()
-        self.write_manifest()
+        entry = shard_entry(name, batch)
+        self.log.append(entry)
+        merge_stats(self._totals, entry)
+        self._num_shards += 1
+        if time.monotonic() - self._manifest_at >= MANIFEST_EVERY_S:
+            self.write_manifest()
+
+    def flush(self) -> None:
+        """Write the buffered conversations as a shard, and wait until the thread has written everything."""
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._submit(batch, block=True)
+        if self._thread is not None:
+            self._submit(None, block=True)
+            self._thread.join()
+            self._thread = None
+        self._raise_if_failed()
+
+    # -- the manifest -----------------------------------------------------------------------------------------
 
     def write_manifest(self, *, complete: bool = False, extra: dict[str, Any] | None = None) -> None:
         m = self.manifest
         m["status"] = "complete" if complete else "running"
-        m["totals"] = totals(m["shards"])
+        m["shard_log"], m["num_shards"] = self.log.name, self._num_shards
+        m["totals"] = totals([self._totals])
         m.update(extra or {})
         self.storage.write_atomic(self.manifest_name, json.dumps(m, indent=2).encode(), fence=self._fence)
+        self._manifest_at = time.monotonic()
 
     def _fence(self) -> None:
         """Just before anything is published: this writer must still hold the output (see lease.py)."""
@@ -284,10 +325,19 @@ class CorpusWriter:
         }
 
     def close(self, *, complete: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Flush the buffer, record this run and write the manifest; `complete` once every conversation is done."""
+        """Write the buffer, record this run and write the manifest; `complete` once every conversation is done.
+        After a writer failure nothing more is written, and the failure is raised."""
         try:
-            self.flush()
-            self.manifest["runs"].append(self.run_summary())
+            if self._error is None:
+                self.flush()
+            elif self._thread is not None:
+                self._submit(None, block=True)
+                self._thread.join()
+            self._raise_if_failed()
+            self.log.flush()
+            m = self.manifest
+            m["num_runs"] = m.get("num_runs", len(m["runs"])) + 1
+            m["runs"] = [*m["runs"][-(RUNS_KEPT - 1):], self.run_summary()]
             self.write_manifest(complete=complete, extra=extra)
         finally:
             self.release()
@@ -300,11 +350,16 @@ class CorpusWriter:
             self.lease.release()
 
 
-def totals(shards: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def totals(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's totals: sums of shard (or partition) stats, with each role's cached share of prompts."""
     total = empty_stats()
-    for shard in shards:
-        merge_stats(total, shard)
+    for part in parts:
+        merge_stats(total, part)
     total["cached_prompt_share"] = {
         role: round(t["cached"] / t["prompt"], 4) if t["prompt"] else 0.0 for role, t in total["tokens"].items()}
     total["num_dialogues"] = total.pop("num_rows")
     return total
+
+
+__all__ = ["CorpusWriter", "OutputError", "as_storage", "read_manifest", "shard_entry", "shard_files",
+           "shard_names", "totals"]

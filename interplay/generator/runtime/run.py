@@ -102,7 +102,7 @@ class Generation:
     @property
     def num_done(self) -> int:
         """This run's (or partition's) requested conversations that are finished."""
-        return sum(1 for i in self.writer.done if i < self.config.num_dialogues)
+        return self.writer.done.count_below(self.config.num_dialogues)
 
     @property
     def num_remaining(self) -> int:
@@ -147,8 +147,8 @@ class Generation:
                 started = time.time()
                 self.writer.start_clock()  # throughput counts generation, not engine start-up
 
-                def on_finished(conv: Conversation) -> None:
-                    self.writer.add(to_record(conv, roles, protocol=cfg.protocol))
+                async def on_finished(conv: Conversation) -> None:
+                    await self.writer.put(to_record(conv, roles, protocol=cfg.protocol))
                     elapsed = max(time.time() - started, 1e-9)
                     bar.update(1)
                     bar.set_postfix(tok_s=f"{self.num_output_tokens / elapsed:.0f}",

@@ -10,7 +10,7 @@ max_in_flight conversations, not by corpus size.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,7 +50,7 @@ class Scheduler:
     def __init__(self, clients: dict[str, RoleClient],
                  messages: Callable[[Conversation, str], list[dict[str, str]]], *,
                  catalog: Catalog, parser: ReplyParser, max_turns: int, max_in_flight: int, run_seed: int,
-                 on_finished: Callable[[Conversation], None], reference: bool = False):
+                 on_finished: Callable[[Conversation], Awaitable[None] | None], reference: bool = False):
         self.clients = clients
         self.messages = messages  # (conversation, role) -> that role's chat messages
         self.catalog, self.parser = catalog, parser
@@ -90,7 +90,8 @@ class Scheduler:
                 conv.prompt_caches.clear()  # only in-flight conversations hold prompt ids
             self.stats.num_finished += 1
             self.stats.by_outcome[conv.outcome.value] = self.stats.by_outcome.get(conv.outcome.value, 0) + 1
-            self.on_finished(conv)
+            if (waiting := self.on_finished(conv)) is not None:
+                await waiting  # the writer's back-pressure: this worker waits, the others go on
 
     async def step(self, conv: Conversation) -> None:
         """Run the conversation's next turn."""
