@@ -1,16 +1,22 @@
-"""The single-LLM baseline: splitting one generated text into turns, and a whole run with the fake engine."""
+"""The single-LLM baseline: splitting one generated text into turns, and whole runs with the fake engine (through
+the same scheduler as an Interplay run)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import make_catalog, make_seeds
 from fake_engine import EngineLog, fake_open_engines, make_clients
-from interplay.generator.dialogue.conversation import Completion, Conversation
+from interplay.generator.dialogue.conversation import Completion, Conversation, turn_seed
 from interplay.generator.dialogue.parsing import ReplyParser
 from interplay.generator.output.records import SCHEMA
 from interplay.generator.runtime.baseline import (
@@ -23,6 +29,7 @@ from interplay.generator.runtime.baseline import (
     split_dialogue,
 )
 from interplay.generator.runtime.run import Generation
+from interplay.generator.runtime.scheduler import Scheduler
 
 DIALOGUE = """Sure! Here is the conversation:
 User: Hi, I want a tense crime film from the nineties.
@@ -150,3 +157,50 @@ def test_baseline_run_same_schema_plan_and_mode(tmp_path: Path, make_config) -> 
         assert "different config" in str(e)
     else:
         raise AssertionError("an Interplay run must not resume a baseline directory")
+
+
+def test_baseline_runs_through_the_scheduler(tmp_path: Path, make_config) -> None:
+    config = make_config(num_dialogues=12, max_in_flight=3, seed=5)
+    log = EngineLog()
+    generation = BaselineGeneration(config, tmp_path / "baseline")
+    progress = io.StringIO()
+    manifest = asyncio.run(generation.run(fake_open_engines(make_clients(log, replies=replies)), progress=progress))
+    stats = generation.scheduler.stats
+    assert isinstance(generation.scheduler, Scheduler)
+    # The scheduler counted the baseline's requests (one per dialogue), tokens, outcomes and in-flight bound.
+    assert (stats.num_finished, stats.num_turns, stats.num_in_flight) == (12, 12, 0)
+    assert stats.max_in_flight_seen == 3 == log.max_in_flight
+    assert stats.num_output_tokens == manifest["totals"]["tokens"]["user"]["output"] == generation.num_output_tokens
+    assert stats.num_output_tokens > 0 and "tok_s=" in progress.getvalue()
+    assert stats.by_outcome == manifest["totals"]["outcomes"]
+    # Request 0 of each conversation, with the per-turn seed of turn 0.
+    assert all(c.request_id == f"{c.conversation_id}@0" for c in log.calls)
+    assert all(c.seed == turn_seed(5, c.conversation_id, 0) for c in log.calls)
+    assert {c.regex for c in log.calls} == {None}
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="needs the main thread")
+def test_baseline_first_ctrl_c_stops_the_scheduler_and_finishes_active_dialogues(tmp_path: Path,
+                                                                                 make_config) -> None:
+    config = make_config(num_dialogues=20, max_in_flight=4, dialogues_per_shard=3)
+    out = tmp_path / "baseline"
+    log = EngineLog()
+    sent = {"n": 0}
+
+    def on_submit(request_id: str) -> None:
+        sent["n"] += 1
+        if sent["n"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    generation = BaselineGeneration(config, out)
+    manifest = asyncio.run(generation.run(fake_open_engines(make_clients(log, replies=replies,
+                                                                         on_submit=on_submit))))
+    assert generation.scheduler.is_stopping  # what `interplay generate` reports as "interrupted"
+    assert manifest["status"] == "running"
+    records = [r for p in out.glob("shard-*.parquet") for r in pq.read_table(p).to_pylist()]
+    # Every dialogue begun was run to its end and written; none was cut short, and the run stopped early.
+    assert 6 <= len(records) < 20 and all(c.result == "ok" for c in log.calls)
+    assert sorted(r["conversation_id"] for r in records) == sorted(log.conversation_ids())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    manifest = asyncio.run(BaselineGeneration(config, out).run(fake_open_engines(make_clients(replies=replies))))
+    assert manifest["status"] == "complete" and manifest["totals"]["num_dialogues"] == 20

@@ -16,6 +16,7 @@ from interplay.generator.dialogue.parsing import ReplyParser
 from interplay.generator.dialogue.prompts import role_messages
 from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.inputs.seeds import Seed
+from interplay.generator.runtime.policy import InterplayPolicy
 from interplay.generator.runtime.scheduler import EngineDead, Scheduler
 
 NEUTRAL = {"user": ("I want something tense tonight.", "Anything else?"),
@@ -40,9 +41,8 @@ def make_scheduler(clients: dict[str, FakeClient], *, max_in_flight: int = 8, ma
         if on_finished is not None:
             on_finished(conv)
 
-    scheduler = Scheduler(clients, messages, catalog=catalog or make_catalog(), parser=ReplyParser(),
-                          max_turns=max_turns, max_in_flight=max_in_flight, run_seed=run_seed,
-                          on_finished=record)
+    policy = InterplayPolicy(messages, catalog=catalog or make_catalog(), parser=ReplyParser(), max_turns=max_turns)
+    scheduler = Scheduler(clients, policy, max_in_flight=max_in_flight, run_seed=run_seed, on_finished=record)
     return scheduler, finished
 
 

@@ -2,7 +2,7 @@
 
     inputs/    seeds, catalog and grounding, MovieLens
     dialogue/  prompts, reply parsing, conversation state, incremental rendering
-    runtime/   plan, scheduler, vLLM engine layer, the run, the single-LLM baseline
+    runtime/   plan, scheduler and turn policies, vLLM engine layer, the run, the single-LLM baseline
     output/    row schema, storage, shard writer and manifest
 
 config.py is the generation config (`interplay generate` is interplay/generate.py, which also runs partitions on Ray).

@@ -5,7 +5,8 @@ can compare both on the same seeds with the same model:
 
     interplay generate --config configs/embedded.yaml --output out/baseline --baseline single-llm
 
-One request per conversation, served by the recommender's model (and adapter) on one shared engine. Its prompt
+It is a run like any other (Generation, run.py) with another turn policy: the scheduler sends one request per
+conversation (SingleLLMPolicy), served by the recommender's model (and adapter) on one shared engine. Its prompt
 holds the preference summary, the target attributes and the target's title ("in the end the Recommender
 recommends Heat (1995) and the User accepts it"). The output is split into alternating user / recommender turns
 at its "User:" / "Recommender:" labels, and each turn goes through the same parsing, markers, grounding and
@@ -18,29 +19,28 @@ reads both alike. What differs, and is recorded:
 - a dialogue whose text ends before the user accepts or gives up ends as `bad_reply`.
 
 Same plan (conversation i = seed i), ids and per-conversation sampling seed derivation as a normal run, so
-`--num-dialogues N` means the same N seeds; resume works the same way.
+`--num-dialogues N` means the same N seeds; resume, Ctrl-C, the stats and the progress bar work the same way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from interplay.common.partition import Partition
 from interplay.common.roles import ROLES
 from interplay.generator.config import GenerateConfig
-from interplay.generator.dialogue.conversation import Completion, Conversation, Outcome, turn_seed
+from interplay.generator.dialogue.conversation import Completion, Conversation, Outcome
 from interplay.generator.dialogue.parsing import ReplyParser
 from interplay.generator.dialogue.prompts import format_attributes
 from interplay.generator.inputs.catalog import Catalog
-from interplay.generator.output.records import RoleInfo, to_record
+from interplay.generator.output.records import RoleInfo
 from interplay.generator.runtime.identity import prompts_digest
-from interplay.generator.runtime.plan import iter_plan
-from interplay.generator.runtime.run import Generation, OpenEngines, stop_on_sigint
-from interplay.generator.runtime.scheduler import EngineDead, RoleClient
+from interplay.generator.runtime.policy import Request
+from interplay.generator.runtime.run import Generation
+from interplay.generator.runtime.scheduler import RoleClient
 
 MODE = "single-llm"
 
@@ -165,20 +165,29 @@ def apply_dialogue(conv: Conversation, completion: Completion, parser: ReplyPars
                                        f"the user accepting or giving up{cut}")
 
 
+class SingleLLMPolicy:
+    """One request, always request 0 of its conversation, writes the whole dialogue."""
+
+    def __init__(self, config: GenerateConfig, catalog: Catalog, parser: ReplyParser):
+        self.config, self.catalog, self.parser = config, catalog, parser
+
+    def next_request(self, conv: Conversation) -> Request:
+        # No prompt cache: the conversation never comes back for a second request.
+        return Request("recommender", baseline_messages(conv, self.config, self.catalog), index=0,
+                       name=f"{MODE} request", prompt_name="prompt")
+
+    def apply(self, conv: Conversation, completion: Completion) -> None:
+        apply_dialogue(conv, completion, self.parser, self.catalog, self.config.conversation.max_turns)
+
+
 class BaselineGeneration(Generation):
-    """A prepared baseline run: Generation's inputs, checks, plan, partitions and writer, one request per
-    conversation instead of the scheduler."""
+    """A prepared baseline run: Generation's inputs, checks, plan, partitions, scheduler and writer, with one
+    request per conversation on one engine, and records that say one model wrote both sides."""
 
     def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False,
                  partition: Partition | None = None, **options: Any):
         super().__init__(config, out_dir, overwrite=overwrite, partition=partition, **options)
-        self.llm_config = single_llm_config(config)
-        self.parser = ReplyParser(config.conversation.accept_marker, config.conversation.quit_marker)
-        self.is_stopping = False
-
-    def stop(self) -> None:
-        """Start no new dialogues; the active ones run to their end."""
-        self.is_stopping = True
+        self.llm_config = single_llm_config(config)  # validated here, before any engine starts
 
     def corpus_identity(self) -> dict[str, Any]:
         # Its own mode and prompt: a directory holds either Interplay dialogues or baseline ones.
@@ -188,61 +197,22 @@ class BaselineGeneration(Generation):
     def _manifest_extra(self) -> dict[str, Any]:
         return {**super()._manifest_extra(), "mode": MODE}
 
-    async def dialogue(self, client: RoleClient, conv: Conversation) -> None:
-        """One request writes the whole dialogue."""
-        prompt = client.render(baseline_messages(conv, self.config, self.catalog))
-        if len(prompt) + client.max_tokens > client.max_model_len:
-            conv.finish(Outcome.CONTEXT_LIMIT, f"prompt of {len(prompt)} tokens + max_tokens {client.max_tokens} "
-                                               f"> max_model_len {client.max_model_len}")
-            return
-        try:
-            completion = await client.generate(f"{conv.conversation_id}@0", prompt,
-                                               turn_seed(self.config.seed, conv.conversation_id, 0))
-        except (EngineDead, asyncio.CancelledError):
-            raise
-        except Exception as e:  # one failed request ends only its own conversation
-            conv.finish(Outcome.ERROR, f"{MODE} request: {type(e).__name__}: {e}")
-            return
-        apply_dialogue(conv, completion, self.parser, self.catalog, self.config.conversation.max_turns)
+    def engine_config(self) -> GenerateConfig:
+        return self.llm_config
 
-    async def run(self, open_engines: OpenEngines, *, progress: TextIO | None = None) -> dict[str, Any]:
-        if self.num_remaining == 0:
-            return self.writer.close(complete=True, extra=self._manifest_extra())
-        cfg = self.config
-        bar = self.progress_bar(progress)
-        try:
-            async with open_engines(self.llm_config) as clients:
-                client = clients["recommender"]
-                info = RoleInfo(f"{MODE}:{client.model}", self.llm_config.recommender.adapter,
-                                self.llm_config.sampling("recommender"))
-                roles = {role: info for role in ROLES}
-                self.writer.start_clock()
-                plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
-                                 done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,
-                                 owns=self._owns, known_items=self.catalog)
+    def policy(self) -> SingleLLMPolicy:
+        cfg = self.config.conversation
+        return SingleLLMPolicy(self.config, self.catalog, ReplyParser(cfg.accept_marker, cfg.quit_marker))
 
-                async def worker() -> None:
-                    while not self.is_stopping:
-                        conv = next(plan, None)
-                        if conv is None:
-                            return
-                        await self.dialogue(client, conv)
-                        self.writer.add(to_record(conv, roles, protocol="single_llm"))
-                        bar.update(1)
+    def role_infos(self, clients: dict[str, RoleClient]) -> dict[str, RoleInfo]:
+        # One model wrote both sides: both roles' columns name it, with the whole dialogue's sampling.
+        info = RoleInfo(f"{MODE}:{clients['recommender'].model}", self.llm_config.recommender.adapter,
+                        self.llm_config.sampling("recommender"))
+        return {role: info for role in ROLES}
 
-                workers = [asyncio.create_task(worker()) for _ in range(cfg.max_in_flight)]
-                with stop_on_sigint(self):
-                    try:
-                        await asyncio.gather(*workers)
-                    finally:
-                        for w in workers:
-                            w.cancel()
-                        await asyncio.gather(*workers, return_exceptions=True)
-        finally:
-            bar.close()
-            manifest = self.writer.close(complete=self.num_done == self.num_planned, extra=self._manifest_extra())
-        return manifest
+    def record_protocol(self) -> str:
+        return "single_llm"
 
 
-__all__ = ["BaselineGeneration", "MODE", "apply_dialogue", "baseline_messages", "single_llm_config",
-           "split_dialogue"]
+__all__ = ["BaselineGeneration", "MODE", "SingleLLMPolicy", "apply_dialogue", "baseline_messages",
+           "single_llm_config", "split_dialogue"]

@@ -27,8 +27,13 @@ from interplay.generator.inputs.retrieval import CandidateIndex
 from interplay.generator.inputs.seeds import SeedScan, scan_seeds
 from interplay.generator.output.records import RoleInfo, to_record
 from interplay.generator.output.writer import CorpusWriter
-from interplay.generator.runtime.identity import corpus_identity, identity_hash, versions
+from interplay.generator.runtime.identity import (
+    corpus_identity,
+    identity_hash,
+    versions,
+)
 from interplay.generator.runtime.plan import count_planned, iter_plan
+from interplay.generator.runtime.policy import InterplayPolicy, TurnPolicy
 from interplay.generator.runtime.scheduler import RoleClient, Scheduler
 
 OpenEngines = Callable[[GenerateConfig], AbstractAsyncContextManager[dict[str, RoleClient]]]
@@ -122,6 +127,28 @@ class Generation:
                             "skipped": self.catalog.num_skipped,
                             "duplicate_titles": self.catalog.num_duplicate_titles}}
 
+    # What a kind of run decides; the single-LLM baseline (baseline.py) overrides these and nothing of run().
+
+    def engine_config(self) -> GenerateConfig:
+        """The config the engines are opened with."""
+        return self.config
+
+    def policy(self) -> TurnPolicy:
+        """What the scheduler sends for each conversation, and how the answers make its turns."""
+        cfg = self.config
+        return InterplayPolicy(prompt_messages(cfg, self.catalog), catalog=self.catalog,
+                               parser=ReplyParser(cfg.conversation.accept_marker, cfg.conversation.quit_marker),
+                               max_turns=cfg.conversation.max_turns, reference=cfg.protocol == "reference")
+
+    def role_infos(self, clients: dict[str, RoleClient]) -> dict[str, RoleInfo]:
+        """Each role's model, adapter and sampling, as the records show them."""
+        return {r: RoleInfo(clients[r].model, getattr(self.config, r).adapter, self.config.sampling(r))
+                for r in ROLES}
+
+    def record_protocol(self) -> str:
+        """The records' `protocol` column."""
+        return self.config.protocol
+
     def engine_log_path(self) -> Path:
         """Where vLLM's own output goes. Logs stay on this machine: beside the corpus when it is local, else in
         ./interplay-logs; one file per partition."""
@@ -142,23 +169,20 @@ class Generation:
         bar = self.progress_bar(progress)
         started = time.time()
         try:
-            async with open_engines(cfg) as clients:
-                roles = {r: RoleInfo(clients[r].model, getattr(cfg, r).adapter, cfg.sampling(r)) for r in ROLES}
+            async with open_engines(self.engine_config()) as clients:
+                roles = self.role_infos(clients)
                 started = time.time()
                 self.writer.start_clock()  # throughput counts generation, not engine start-up
 
                 async def on_finished(conv: Conversation) -> None:
-                    await self.writer.put(to_record(conv, roles, protocol=cfg.protocol))
+                    await self.writer.put(to_record(conv, roles, protocol=self.record_protocol()))
                     elapsed = max(time.time() - started, 1e-9)
                     bar.update(1)
                     bar.set_postfix(tok_s=f"{self.num_output_tokens / elapsed:.0f}",
                                     in_flight=scheduler.stats.num_in_flight, refresh=False)
 
-                self.scheduler = scheduler = Scheduler(
-                    clients, prompt_messages(cfg, self.catalog), catalog=self.catalog,
-                    parser=ReplyParser(cfg.conversation.accept_marker, cfg.conversation.quit_marker),
-                    max_turns=cfg.conversation.max_turns, max_in_flight=cfg.max_in_flight, run_seed=cfg.seed,
-                    on_finished=on_finished, reference=cfg.protocol == "reference")
+                self.scheduler = scheduler = Scheduler(clients, self.policy(), max_in_flight=cfg.max_in_flight,
+                                                       run_seed=cfg.seed, on_finished=on_finished)
                 plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
                                  done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,
                                  owns=self._owns, known_items=self.catalog, require_target=self._require_target)

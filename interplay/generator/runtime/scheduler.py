@@ -1,10 +1,14 @@
-"""The asyncio scheduler: keeps up to max_in_flight conversations active, each with its one next turn submitted.
+"""The asyncio scheduler: keeps up to max_in_flight conversations active, each with its one next request submitted.
 
-There are no waves. Each of max_in_flight workers takes the next conversation from the plan, runs it turn by
-turn (render -> check context -> generate -> parse and ground), hands it to `on_finished` and takes the next.
-The moment a turn finishes the next turn of that conversation is submitted, so the engine always holds every
-active conversation's pending turn and vLLM's continuous batching batches them per role. Memory is bounded by
+There are no waves. Each of max_in_flight workers takes the next conversation from the plan, runs it request by
+request (render -> check context -> generate -> apply), hands it to `on_finished` and takes the next. The moment
+a request finishes the next one of that conversation is submitted, so the engine always holds every active
+conversation's pending request and vLLM's continuous batching batches them per role. Memory is bounded by
 max_in_flight conversations, not by corpus size.
+
+What a request is and what its answer does come from a turn policy (policy.py): one turn of the role whose turn
+it is for an Interplay run, the whole dialogue in one request for the single-LLM baseline. Both run through this
+one loop, with the same stats, stop() and failure handling.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from interplay.generator.dialogue.conversation import Completion, Conversation, Outcome, turn_seed
-from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.dialogue.conversation import (
+    Completion,
+    Conversation,
+    Outcome,
+    turn_seed,
+)
 from interplay.generator.dialogue.rendering import PromptCache
-from interplay.generator.inputs.catalog import Catalog
+from interplay.generator.runtime.policy import Request, TurnPolicy
 
 
 class EngineDead(RuntimeError):
@@ -40,23 +48,19 @@ class RoleClient(Protocol):
 class SchedulerStats:
     num_in_flight: int = 0
     num_finished: int = 0
-    num_turns: int = 0
+    num_turns: int = 0  # requests answered: one per turn, or one per dialogue for the single-LLM baseline
     num_output_tokens: int = 0
     max_in_flight_seen: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
 
 
 class Scheduler:
-    def __init__(self, clients: dict[str, RoleClient],
-                 messages: Callable[[Conversation, str], list[dict[str, str]]], *,
-                 catalog: Catalog, parser: ReplyParser, max_turns: int, max_in_flight: int, run_seed: int,
-                 on_finished: Callable[[Conversation], Awaitable[None] | None], reference: bool = False):
+    def __init__(self, clients: dict[str, RoleClient], policy: TurnPolicy, *, max_in_flight: int, run_seed: int,
+                 on_finished: Callable[[Conversation], Awaitable[None] | None]):
         self.clients = clients
-        self.messages = messages  # (conversation, role) -> that role's chat messages
-        self.catalog, self.parser = catalog, parser
-        self.max_turns, self.max_in_flight, self.run_seed = max_turns, max_in_flight, run_seed
+        self.policy = policy
+        self.max_in_flight, self.run_seed = max_in_flight, run_seed
         self.on_finished = on_finished
-        self.reference = reference  # the reference protocol: acceptance follows the grounding of the target
         self.stats = SchedulerStats()
         self.is_stopping = False
 
@@ -94,24 +98,31 @@ class Scheduler:
                 await waiting  # the writer's back-pressure: this worker waits, the others go on
 
     async def step(self, conv: Conversation) -> None:
-        """Run the conversation's next turn."""
-        role = conv.next_role
-        client = self.clients[role]
-        prompt = client.render(self.messages(conv, role), conv.prompt_caches.setdefault(role, PromptCache()))
+        """Send the conversation's next request and apply its answer."""
+        request = self.policy.next_request(conv)
+        client = self.clients[request.role]
+        prompt = client.render(request.messages, request.cache)
         if len(prompt) + client.max_tokens > client.max_model_len:
-            conv.finish(Outcome.CONTEXT_LIMIT, f"{role} prompt of {len(prompt)} tokens + max_tokens "
+            conv.finish(Outcome.CONTEXT_LIMIT, f"{request.prompt_name} of {len(prompt)} tokens + max_tokens "
                                                f"{client.max_tokens} > max_model_len {client.max_model_len}")
             return
-        turn = len(conv.turns)
+        completion = await self._generate(conv, client, request, prompt)
+        if completion is not None:
+            self.policy.apply(conv, completion)
+
+    async def _generate(self, conv: Conversation, client: RoleClient, request: Request,
+                        prompt: list[int]) -> Completion | None:
+        """The request's completion, or None when it failed."""
         try:
-            constraint = {"regex": conv.pending_regex} if conv.pending_regex else {}
-            completion = await client.generate(f"{conv.conversation_id}@{turn}", prompt,
-                                               turn_seed(self.run_seed, conv.conversation_id, turn), **constraint)
+            constraint = {"regex": request.regex} if request.regex else {}
+            completion = await client.generate(f"{conv.conversation_id}@{request.index}", prompt,
+                                               turn_seed(self.run_seed, conv.conversation_id, request.index),
+                                               **constraint)
         except (EngineDead, asyncio.CancelledError):
             raise
         except Exception as e:  # one failed request ends only its own conversation
-            conv.finish(Outcome.ERROR, f"{role} turn {turn}: {type(e).__name__}: {e}")
-            return
+            conv.finish(Outcome.ERROR, f"{request.name}: {type(e).__name__}: {e}")
+            return None
         self.stats.num_turns += 1
         self.stats.num_output_tokens += completion.num_output_tokens
-        conv.add_reply(completion, self.parser, self.catalog, self.max_turns, reference=self.reference)
+        return completion
