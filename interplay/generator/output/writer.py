@@ -52,6 +52,7 @@ from interplay.generator.output.shardlog import ShardLog, decode_indices, encode
 from interplay.generator.output.storage import Storage
 
 ROW_GROUP_ROWS = 1000
+CONVERT_ROWS = 16        # rows per slice of the Arrow conversion (see to_table)
 QUEUE_SHARDS = 4         # full buffers waiting for the writer thread before `put` waits
 MANIFEST_EVERY_S = 10.0  # the manifest's totals lag the shards by at most this while a run goes on
 RUNS_KEPT = 100          # run summaries kept in the manifest (num_runs counts them all)
@@ -266,8 +267,7 @@ class CorpusWriter:
         number, self._next_number = self._next_number, self._next_number + 1
         name = f"shard-{self.tag}-{number:05d}.parquet" if self.tag else f"shard-{number:05d}.parquet"
         try:
-            self.storage.write_table_atomic(name, pa.Table.from_pylist(batch, schema=SCHEMA),
-                                            row_group_size=ROW_GROUP_ROWS, fence=self._fence)
+            self.storage.write_table_atomic(name, to_table(batch), row_group_size=ROW_GROUP_ROWS, fence=self._fence)
         except FileExistsError:  # only a second writer could have put it there
             raise OutputError(f"{self.storage.path(name)} appeared while this writer held the output: another "
                               "writer is writing the same partition; stopped without writing") from None
@@ -348,6 +348,13 @@ class CorpusWriter:
         that the next writer takes over as stale)."""
         if self.lease is not None:
             self.lease.release()
+
+
+def to_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Rows to Arrow in slices: converting Python objects holds the GIL (a 1000-row shard for ~25 ms, the event
+    loop's thread waiting all that time); between slices the interpreter hands the GIL over."""
+    return pa.concat_tables([pa.Table.from_pylist(records[i:i + CONVERT_ROWS], schema=SCHEMA)
+                             for i in range(0, len(records), CONVERT_ROWS)])
 
 
 def totals(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
