@@ -10,7 +10,7 @@ CONFIG ?= configs/embedded.yaml
 OUTPUT ?= out/$(basename $(notdir $(CONFIG)))
 NUM_DIALOGUES ?= 200
 
-.PHONY: install prepare generate train reproduce test test-fast bench clean
+.PHONY: install prepare generate train reproduce test test-fast bench bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,12 @@ test-fast: install
 # max_in_flight plot go to benchmarks/results/. BENCH_QUICK=1 for a quick run; sizes: see --help.
 bench: prepare
 	$(BIN)/python -m benchmarks.throughput
+
+# A million dialogues through the real run path on the zero-latency engine (benchmarks/scale.py): peak RSS at 10k,
+# 100k and 1M, the longest event-loop stall, a kill at 90% and the rerun, `interplay status` time, manifest size,
+# then the simulated GPU shape. Over an hour on 2 CPU cores; SCALE_DIALOGUES=100000 for a smaller run.
+bench-scale: prepare
+	$(BIN)/python -m benchmarks.scale
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -48,7 +48,7 @@ def _vm_hwm_mb() -> float:
 
 
 def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill_at: int | None,
-          tokenizer: str) -> None:
+          tokenizer: str, config_path: str) -> None:
     """One run in this process; figures go to `figures_path` as they come (a killed run leaves them too)."""
     import asyncio
     import threading
@@ -58,7 +58,7 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
     from interplay.generator.runtime.run import Generation
 
     started = time.perf_counter()
-    config = _config(str(ROOT / "configs" / "embedded.yaml"), num_dialogues,
+    config = _config(config_path, num_dialogues,
                      [*SETTINGS, f"dialogues_per_shard={shard_rows}"])
     figures: dict[str, Any] = {"num_dialogues": num_dialogues, "dialogues_per_shard": shard_rows,
                                "peak_rss_mb": {}, "max_loop_stall_ms": 0.0}
@@ -77,7 +77,7 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
     stop = threading.Event()
 
     def monitor() -> None:
-        """Peak RSS as each mark is passed; the kill; the time of the first new turn."""
+        """Peak RSS as each mark is passed; the time of the first new turn."""
         while not stop.wait(0.05):
             done = generation.num_done
             clients = getattr(engines, "clients", None)
@@ -87,9 +87,6 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
             while marks and done >= marks[0]:
                 figures["peak_rss_mb"][str(marks.pop(0))] = _vm_hwm_mb()
                 save()
-            if kill_at is not None and done >= kill_at:
-                save()
-                os.kill(os.getpid(), signal.SIGKILL)
 
     async def heartbeat() -> None:
         while True:
@@ -106,6 +103,16 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
             return await generation.run(engines)
         finally:
             beat.cancel()
+
+    if kill_at is not None:  # SIGKILL when the kill_at-th conversation finishes, buffered ones included
+        put = generation.writer.put
+
+        async def put_or_die(record: dict[str, Any]) -> None:
+            await put(record)
+            if generation.num_done >= kill_at:
+                save()
+                os.kill(os.getpid(), signal.SIGKILL)
+        generation.writer.put = put_or_die  # type: ignore[method-assign]
 
     thread = threading.Thread(target=monitor, daemon=True)
     thread.start()
@@ -124,10 +131,10 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
     save()
 
 
-def _spawn(out: Path, figures: Path, n: int, shard_rows: int, tokenizer: str,
+def _spawn(out: Path, figures: Path, n: int, shard_rows: int, tokenizer: str, config: str,
            kill_at: int | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "benchmarks.scale", "--child", str(out), "--figures", str(figures),
-           "--dialogues", str(n), "--shard-rows", str(shard_rows), "--tokenizer", tokenizer]
+           "--dialogues", str(n), "--shard-rows", str(shard_rows), "--tokenizer", tokenizer, "--config", config]
     if kill_at is not None:
         cmd += ["--kill-at", str(kill_at)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -150,20 +157,21 @@ def _status_s(out: Path) -> float:
     return round(time.perf_counter() - started, 2)
 
 
-def measure(n: int, *, tokenizer: str, parallel: bool, work: Path) -> dict[str, Any]:
+def measure(n: int, *, tokenizer: str, config: str, parallel: bool, work: Path) -> dict[str, Any]:
     whole_out, kill_out = work / "shards-1000", work / "shards-50"
     kill_at = int(n * 0.9)
     log(f"scale: {n:,} dialogues at 1000-row shards; {n:,} at 50-row shards, killed at {kill_at:,} and rerun"
         + (" (side by side)" if parallel else ""))
-    whole = _spawn(whole_out, work / "whole.json", n, 1000, tokenizer)
+    whole = _spawn(whole_out, work / "whole.json", n, 1000, tokenizer, config)
     if not parallel:
         runs = {"1000": _wait(whole, work / "whole.json", "the 1000-row run")}
         log(f"  1000-row shards: {runs['1000']['turns_per_s']:.0f} turns/s, {runs['1000']['wall_s']:.0f} s")
-    killed = _spawn(kill_out, work / "killed.json", n, 50, tokenizer, kill_at=kill_at)
+    killed = _spawn(kill_out, work / "killed.json", n, 50, tokenizer, config, kill_at=kill_at)
     first = _wait(killed, work / "killed.json", "the 50-row run", killed=True)
     log(f"  50-row shards: killed at {kill_at:,}; rerunning")
     rerun_started = time.perf_counter()
-    resumed = _wait(_spawn(kill_out, work / "resumed.json", n, 50, tokenizer), work / "resumed.json", "the rerun")
+    resumed = _wait(_spawn(kill_out, work / "resumed.json", n, 50, tokenizer, config), work / "resumed.json",
+                    "the rerun")
     resumed["wall_with_startup_s"] = round(time.perf_counter() - rerun_started, 1)
     if parallel:
         runs = {"1000": _wait(whole, work / "whole.json", "the 1000-row run")}
@@ -207,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dialogues", type=int, default=int(os.environ.get("SCALE_DIALOGUES", 1_000_000)))
     parser.add_argument("--tokenizer", default="smollm2", choices=["smollm2", "simple"],
                         help="simple: a word-hash stand-in, for tests only")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "embedded.yaml"),
+                        help="the run's config (its seeds and catalog); the engine is always the zero-latency one")
     parser.add_argument("--parallel", action="store_true", help="the two runs side by side, one core each")
     parser.add_argument("--skip-gpu-sim", action="store_true", help="leave out the simulated GPU shape")
     parser.add_argument("--work", help="where the corpora go (default: a temporary folder, deleted after)")
@@ -217,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-at", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.figures, args.dialogues, args.shard_rows, args.kill_at, args.tokenizer)
+        child(args.child, args.figures, args.dialogues, args.shard_rows, args.kill_at, args.tokenizer, args.config)
         return 0
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="interplay-scale-"))
     host = machine()
     try:
-        scale = measure(args.dialogues, tokenizer=args.tokenizer, parallel=args.parallel, work=work)
+        scale = measure(args.dialogues, tokenizer=args.tokenizer, config=args.config, parallel=args.parallel,
+                        work=work)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
