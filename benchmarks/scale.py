@@ -48,8 +48,9 @@ def _vm_hwm_mb() -> float:
 
 
 def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill_at: int | None,
-          tokenizer: str, config_path: str) -> None:
-    """One run in this process; figures go to `figures_path` as they come (a killed run leaves them too)."""
+          tokenizer: str, config_path: str, real_engine: bool = False) -> None:
+    """One run in this process; figures go to `figures_path` as they come (a killed run leaves them too).
+    `real_engine`: vLLM as configured instead of the zero-latency engine (for the stall figure only)."""
     import asyncio
     import threading
 
@@ -58,8 +59,8 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
     from interplay.generator.runtime.run import Generation
 
     started = time.perf_counter()
-    config = _config(config_path, num_dialogues,
-                     [*SETTINGS, f"dialogues_per_shard={shard_rows}"])
+    settings = [f"dialogues_per_shard={shard_rows}"] + ([] if real_engine else list(SETTINGS))
+    config = _config(config_path, num_dialogues, settings)
     figures: dict[str, Any] = {"num_dialogues": num_dialogues, "dialogues_per_shard": shard_rows,
                                "peak_rss_mb": {}, "max_loop_stall_ms": 0.0}
 
@@ -68,11 +69,16 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
         Path(tmp).write_text(json.dumps(figures))
         os.replace(tmp, figures_path)
 
-    tok = make_tokenizer(tokenizer)
     generation = Generation(config, out)
     figures["already_done"] = generation.num_already_done
-    titles = [item.display for item, _ in zip(generation.catalog, range(500))]
-    engines = zero_latency_open_engines(tok, titles)
+    if real_engine:
+        from interplay.generator.runtime.engine import check_config, open_engines
+
+        check_config(config)
+        engines, figures["engine"] = open_engines, "vllm"
+    else:
+        titles = [item.display for item, _ in zip(generation.catalog, range(500))]
+        engines = zero_latency_open_engines(make_tokenizer(tokenizer), titles)
     marks = sorted({m for m in (*MARKS, num_dialogues) if generation.num_already_done < m <= num_dialogues})
     stop = threading.Event()
 
@@ -80,8 +86,8 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
         """Peak RSS as each mark is passed; the time of the first new turn."""
         while not stop.wait(0.05):
             done = generation.num_done
-            clients = getattr(engines, "clients", None)
-            if "first_turn_s" not in figures and clients and any(c.num_calls for c in clients.values()):
+            scheduler = generation.scheduler
+            if "first_turn_s" not in figures and scheduler is not None and scheduler.stats.num_turns:
                 figures["first_turn_s"] = round(time.perf_counter() - started, 3)
                 save()
             while marks and done >= marks[0]:
@@ -121,7 +127,7 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
     wall = time.perf_counter() - gen_started
     stop.set()
     thread.join()
-    turns = sum(c.num_calls for c in engines.clients.values())
+    turns = generation.scheduler.stats.num_turns if generation.scheduler else 0
     figures.update({
         "status": manifest["status"], "num_turns": turns, "wall_s": round(wall, 1),
         "turns_per_s": round(turns / wall, 1), "cpu_s": round(time.process_time() - cpu_started, 1),
@@ -132,11 +138,13 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
 
 
 def _spawn(out: Path, figures: Path, n: int, shard_rows: int, tokenizer: str, config: str,
-           kill_at: int | None = None) -> subprocess.Popen:
+           kill_at: int | None = None, real_engine: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "benchmarks.scale", "--child", str(out), "--figures", str(figures),
            "--dialogues", str(n), "--shard-rows", str(shard_rows), "--tokenizer", tokenizer, "--config", config]
     if kill_at is not None:
         cmd += ["--kill-at", str(kill_at)]
+    if real_engine:
+        cmd += ["--real-engine", str(n)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -210,6 +218,29 @@ def targets(result: dict[str, Any], whole_wall_s: float) -> dict[str, bool | Non
     }
 
 
+def real_engine_stall(args: argparse.Namespace) -> int:
+    """The loop stall of a real-engine run (vLLM as --config says, 50-row shards)."""
+    work = Path(args.work or tempfile.mkdtemp(prefix="interplay-scale-"))
+    n = args.real_engine
+    log(f"loop stall on the real engine: {n} dialogues, 50-row shards, {args.config}")
+    try:
+        figures = _wait(_spawn(work / "real", work / "real.json", n, 50, args.tokenizer, args.config, real_engine=True),
+                        work / "real.json", "the real-engine run")
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {"engine": "vllm", "config": args.config, "dialogues": n, "dialogues_per_shard": 50,
+              "max_loop_stall_ms": figures["max_loop_stall_ms"], "turns_per_s": figures["turns_per_s"],
+              "num_shards": figures["num_shards"]}
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    (Path(args.results) / f"scale-real-engine-{stamp}.json").write_text(
+        json.dumps({"result": result, "machine": machine(), "command": "python -m benchmarks.scale "
+                    + " ".join(sys.argv[1:])}, indent=1))
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dialogues", type=int, default=int(os.environ.get("SCALE_DIALOGUES", 1_000_000)))
@@ -219,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the run's config (its seeds and catalog); the engine is always the zero-latency one")
     parser.add_argument("--parallel", action="store_true", help="the two runs side by side, one core each")
     parser.add_argument("--skip-gpu-sim", action="store_true", help="leave out the simulated GPU shape")
+    parser.add_argument("--real-engine", type=int, metavar="N",
+                        help="instead: N dialogues on the real engine of --config at 50-row shards, for the loop "
+                             "stall figure")
     parser.add_argument("--work", help="where the corpora go (default: a temporary folder, deleted after)")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one run in this process
@@ -227,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-at", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.figures, args.dialogues, args.shard_rows, args.kill_at, args.tokenizer, args.config)
+        child(args.child, args.figures, args.dialogues, args.shard_rows, args.kill_at, args.tokenizer, args.config,
+              real_engine=args.real_engine is not None)
         return 0
+    if args.real_engine:
+        return real_engine_stall(args)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="interplay-scale-"))
     host = machine()
     try:
