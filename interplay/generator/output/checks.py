@@ -1,8 +1,8 @@
 """May this run write to this output? Every check reads only, so a refused run leaves the directory as it was.
 
 A writer owns its own files (a single run: shard-NNNNN.parquet, shards.jsonl, failures.jsonl, manifest.json; a
-partition: the same names tagged pIIIofNNN). It refuses an output that holds another layout, another config's manifest, or
-files that are not interplay's; `--overwrite` deletes only what it owns.
+partition: the same names tagged pIIIofNNN). It refuses an output that holds another layout, another config's
+manifest, or files that are not interplay's; `--overwrite` deletes only what it owns.
 """
 
 from __future__ import annotations
