@@ -204,3 +204,21 @@ def test_the_manifest_reports_failures_pending_retry(tmp_path: Path, config) -> 
     generate(config, out, fail_on=lambda rid: rid == "s05@0")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["failures"]["num_pending_retry"] == 1 and manifest["status"] == "running"
+
+
+def test_a_partition_keeps_its_own_failure_log(tmp_path: Path, config) -> None:
+    from interplay.common.partition import Partition
+
+    out, parts = tmp_path / "out", [Partition(0, 2), Partition(1, 2)]
+    for part in parts:
+        generation = Generation(config, out, partition=part)
+        asyncio.run(generation.run(fake_open_engines(make_clients(fail_on=lambda rid: rid.endswith("@0")
+                                                                  and rid[:3] in ("s03", "s04")))))
+    logs = {p.tag: read_failures(Storage(out), f"failures-{p.tag}.jsonl")[0] for p in parts}
+    assert sorted(e["index"] for lines in logs.values() for e in lines) == [3, 4]  # each in its owner's log
+    assert not (out / "failures.jsonl").exists()
+    for part in parts:  # the rerun retries each partition's own
+        generation = Generation(config, out, partition=part)
+        manifest = asyncio.run(generation.run(fake_open_engines(make_clients())))
+        assert manifest["status"] == "complete" and manifest["failures"]["num_pending_retry"] == 0
+    assert sorted(rows(out)) == list(range(NUM))
