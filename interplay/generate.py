@@ -55,6 +55,8 @@ def _summary(manifest: dict[str, Any], out_dir: str) -> str:
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(totals["outcomes"].items(), key=lambda kv: -kv[1]))
     cached = ", ".join(f"{role} {share:.0%}" for role, share in totals["cached_prompt_share"].items())
     state = "complete" if manifest["status"] == "complete" else "INCOMPLETE (rerun the same command to resume)"
+    if num_retry := manifest.get("failures", {}).get("num_pending_retry"):
+        state = state.removesuffix(")") + f"; rerun to retry {num_retry} failed conversations)"
     return "\n".join([
         f"corpus: {totals['num_dialogues']} dialogues in {manifest['num_shards']} shards, {state}",
         f"  outcomes: {outcomes or '-'}",
@@ -107,9 +109,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"interplay: error: {start_failure}" + (f"; cause: {cause}" if cause else "")
               + f"; {_see_log(log_path)}", file=sys.stderr)
         return 2
-    if failure is None and manifest["status"] != "complete" and _interrupted(generation):
+    stopped_early = getattr(generation, "stopped_early", None) if failure is None else None
+    if failure is None and not stopped_early and manifest["status"] != "complete" and _interrupted(generation):
         failure = "interrupted"  # the first Ctrl-C: no new conversations, the active ones finished and written
     print(_summary(manifest, args.output))
+    if stopped_early:
+        print(f"interplay: stopped early: {stopped_early}; fix the cause and rerun the same command (failed "
+              f"conversations are retried, up to max_attempts={config.max_attempts} runs each)", file=sys.stderr)
+        return 1
     if failure:
         print(f"interplay: stopped: {failure}; finished dialogues are saved, rerun the same command to resume",
               file=sys.stderr)

@@ -8,6 +8,7 @@ POINT (N counts from 1 and defaults to 1):
     mid-shard-write         N-th shard: its rows are in the temporary file, the Parquet footer is not
     after-shard-rename      N-th shard: renamed into place, the shard log does not name it yet
     mid-log-append          N-th shard: half of its line is appended to the shard log
+    mid-failure-append      conversations FAIL_ONCE fail; half of the N-th failure line is appended to the failure log
     mid-manifest-write      N-th manifest write: the temporary file is complete, not renamed yet
     between-shards          N-th shard, its log line and the manifest written, nothing of the next shard yet
     before-final-manifest   every shard written, the final manifest not yet
@@ -35,7 +36,9 @@ from interplay.generator.output.writer import MANIFEST, SHARD_RE, CorpusWriter
 from interplay.generator.runtime.run import Generation
 
 POINTS = ("request", "before-shard", "mid-shard-write", "after-shard-rename", "mid-log-append",
-          "mid-manifest-write", "between-shards", "before-final-manifest", "none")
+          "mid-failure-append", "mid-manifest-write", "between-shards", "before-final-manifest", "none")
+# The requests that fail under mid-failure-append: the first turns of conversations 3, 7 and 12.
+FAIL_ONCE = ("s03@0", "s07@0", "s12@0")
 
 
 def die() -> None:
@@ -74,15 +77,18 @@ def install(point: str, n: int) -> dict:
             if hit():
                 die()
         CorpusWriter._write_shard = write_then
-    elif point == "mid-log-append":
+    elif point in ("mid-log-append", "mid-failure-append"):
         append = Storage.append
+        log_prefix = "shards" if point == "mid-log-append" else "failures"
 
         def append_half(self: Storage, name: str, data: bytes) -> None:
-            if hit():
+            if name.startswith(log_prefix) and hit():
                 append(self, name, data[:len(data) // 2])
                 die()
             append(self, name, data)
         Storage.append = append_half
+        if point == "mid-failure-append":
+            return {"fail_on": lambda request_id: request_id in FAIL_ONCE}
     elif point == "mid-shard-write":
         class DyingWriter(pq.ParquetWriter):
             def close(self) -> None:  # the row group is written; the footer, written by close, is not

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import CATALOG_ROWS, make_seeds
-from fake_engine import fake_open_engines, make_clients
+from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.cli import main
 from interplay.generator.runtime import engine
 from interplay.generator.runtime.identity import file_digest
@@ -292,6 +292,32 @@ def test_out_of_range_values(generate) -> None:
     assert "user.sampling" in generate(config={"user": {"sampling": {"temperature": -1}}}).error()
 
 
+# Sampling values vLLM's SamplingParams accepts but a run cannot use: refused before start, naming the key.
+UNUSABLE_SAMPLING = {
+    "n above 1": ({"user": {"sampling": {"n": 2}}}, "user.sampling.n: 2, but a turn takes one completion"),
+    "logprobs above max_logprobs": ({"recommender": {"sampling": {"logprobs": 21}}},
+                                    "recommender.sampling.logprobs: 21 is above the engine's max_logprobs=20"),
+    "logprobs above a lowered max_logprobs": ({"engine": {"max_logprobs": 5}, "user": {"sampling": {"logprobs": 6}}},
+                                              "user.sampling.logprobs: 6 is above the engine's max_logprobs=5"),
+    "all logprobs under a cap": ({"user": {"sampling": {"prompt_logprobs": -1}}},
+                                 "user.sampling.prompt_logprobs: -1 is above the engine's max_logprobs=20"),
+    "max_tokens null": ({"recommender": {"sampling": {"max_tokens": None}}},
+                        "recommender.sampling.max_tokens: null, but each prompt is checked against max_model_len"),
+}
+
+
+@pytest.mark.parametrize("case", UNUSABLE_SAMPLING)
+def test_sampling_values_the_run_cannot_use_are_refused_before_start(generate, case: str) -> None:
+    config, expected = UNUSABLE_SAMPLING[case]
+    result = generate(config=config)
+    assert expected in result.error()
+    assert not result.out.exists()
+
+
+def test_logprobs_within_the_engines_max_logprobs_are_accepted(generate) -> None:
+    check_complete(generate(config={"engine": {"max_logprobs": 30}, "user": {"sampling": {"logprobs": 25, "n": 1}}}))
+
+
 def test_adapter_on_an_engine_without_lora(tmp_path: Path, generate) -> None:
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -381,3 +407,31 @@ def test_engine_death_is_named_exit_1(tmp_path: Path, generate, monkeypatch: pyt
     assert result.manifest["status"] == "running" and 0 < len(result.rows()) < NUM
     monkeypatch.setattr(engine, "open_engines", fake_open_engines(make_clients()))
     check_complete(generate())
+
+
+def test_failed_conversations_are_retried_by_a_rerun(tmp_path: Path, generate,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "open_engines", fake_open_engines(make_clients(fail_on=lambda rid: rid == "s02@0")))
+    result = generate()
+    assert result.code == 1 and "Traceback" not in result.stderr
+    assert "INCOMPLETE" in result.stdout and "rerun to retry 1 failed conversations" in result.stdout
+    assert 2 not in {r["conversation_index"] for r in result.rows()}
+    monkeypatch.setattr(engine, "open_engines", fake_open_engines(make_clients()))
+    check_complete(generate())
+
+
+def test_most_conversations_failing_stops_early_exit_1_naming_the_error(tmp_path: Path, generate,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request fails the same way (as with a sampling value the engine rejects): the run stops after 16
+    conversations instead of trying all 40, and says why in one line."""
+    log = EngineLog()
+    monkeypatch.setattr(engine, "open_engines", fake_open_engines(make_clients(log, fail_on=lambda rid: True)))
+    result = generate(args=("--num-dialogues", "40"))
+    assert result.code == 1 and "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("interplay: stopped early:")]
+    assert "16 of the last 16 conversations failed, 16 of them with: user turn 0: RuntimeError: boom at s" in line
+    assert "max_attempts=3" in line
+    assert len(log.conversation_ids()) < 40 and result.rows() == []
+    assert result.manifest["failures"]["num_pending_retry"] == len(log.conversation_ids())
+    monkeypatch.setattr(engine, "open_engines", fake_open_engines(make_clients()))
+    check_complete(generate(args=("--num-dialogues", "40")), num=40)

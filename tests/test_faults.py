@@ -28,6 +28,7 @@ import pytest
 
 from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.generator.config import GenerateConfig
+from interplay.generator.output.failures import read_failures
 from interplay.generator.output.shardlog import read_log
 from interplay.generator.output.storage import Storage
 from interplay.generator.runtime.run import Generation
@@ -126,6 +127,12 @@ def _mid_log_append(out: Path, manifest: dict[str, Any]) -> None:
     assert damaged and [e["file"] for e in entries] == ["shard-00000.parquet"]  # the second line cut off
 
 
+def _mid_failure_append(out: Path, manifest: dict[str, Any]) -> None:
+    entries, damaged = read_failures(Storage(out), "failures.jsonl")
+    assert damaged and [e["index"] for e in entries] == [3]  # the second failure's line cut off
+    assert manifest["failures"]["num_pending_retry"] in (0, 1)  # written before or after the first failure
+
+
 def _mid_manifest_write(out: Path, manifest: dict[str, Any]) -> None:
     # Manifest writes: 1 on opening, 2 after shard 0, 3 after shard 1; killed before the third was renamed.
     assert on_disk(out) == listed(out) == ["shard-00000.parquet", "shard-00001.parquet"]
@@ -149,6 +156,7 @@ KILL_POINTS = [
     ("mid-shard-write", 2, _mid_shard_write),
     ("after-shard-rename", 2, _after_shard_rename),
     ("mid-log-append", 2, _mid_log_append),
+    ("mid-failure-append", 2, _mid_failure_append),
     ("mid-manifest-write", 3, _mid_manifest_write),
     ("between-shards", 2, _between_shards),
     ("before-final-manifest", 1, _before_final_manifest),

@@ -42,7 +42,7 @@ def test_identity_hash_golden_value():
                                        ("engine.gpu_memory_utilization", 0.5), ("engine.max_num_seqs", 8),
                                        ("engine.tensor_parallel_size", 2), ("engine.pipeline_parallel_size", 2),
                                        ("max_in_flight", 3), ("dialogues_per_shard", 7), ("cpu_threads", "all"),
-                                       ("num_dialogues", 5)])
+                                       ("num_dialogues", 5), ("max_attempts", 1)])
 def test_speed_and_memory_keys_leave_the_hash_alone_and_are_recorded(key, value):
     base = load_config(None, {"engine.model": HUB_MODEL})
     changed = load_config(None, {"engine.model": HUB_MODEL, key: value})

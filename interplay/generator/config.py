@@ -9,6 +9,7 @@
     conversation: {max_turns: 10}
     max_in_flight: 64
     dialogues_per_shard: 100
+    max_attempts: 3               # a conversation whose request failed is retried by reruns, up to this many tries
     num_dialogues: 200
     cpu_threads: vllm             # CPU engines: vllm's thread binding (one core kept free), or all cores
 
@@ -33,7 +34,7 @@ from interplay.common.roles import ROLES
 # the config hash, so a rerun may change them (after "KV cache too large", say), and --num-dialogues may grow a
 # corpus. Each run records its own values in the manifest. An allow-list: every other key, including any added
 # later, is part of the hash.
-RUNTIME_KEYS = ("num_dialogues", "max_in_flight", "dialogues_per_shard", "cpu_threads")
+RUNTIME_KEYS = ("num_dialogues", "max_in_flight", "dialogues_per_shard", "cpu_threads", "max_attempts")
 # The same for vLLM engine arguments, in `engine` and in each role's `engine`.
 RUNTIME_ENGINE_KEYS = ("kv_cache_memory_bytes", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens",
                        "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "swap_space",
@@ -155,6 +156,10 @@ class GenerateConfig(_Strict):
     num_dialogues: int = Field(200, ge=1, description="the first N conversations of the run's order")
     max_in_flight: int = Field(64, ge=1, description="conversations active at once")
     dialogues_per_shard: int = Field(100, ge=1, description="rows per Parquet shard")
+    max_attempts: int = Field(
+        3, ge=1, description="runs that try a conversation whose request failed (outcome error): until then it is "
+                             "not done and each rerun generates it again; the attempt that reaches this is kept as "
+                             "an error row")
     cpu_threads: Literal["vllm", "all"] = Field(
         "vllm", description="CPU engines only. vllm: vLLM's own thread binding, which keeps one core free for its "
                             "scheduler process; all: the engine's threads use every core this process may run on "

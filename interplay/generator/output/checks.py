@@ -1,8 +1,8 @@
 """May this run write to this output? Every check reads only, so a refused run leaves the directory as it was.
 
-A writer owns its own files (a single run: shard-NNNNN.parquet, shards.jsonl, manifest.json; a partition:
-the same names tagged pIIIofNNN). It refuses an output that holds another layout, another config's manifest, or
-files that are not interplay's; `--overwrite` deletes only what it owns.
+A writer owns its own files (a single run: shard-NNNNN.parquet, shards.jsonl, failures.jsonl, manifest.json; a
+partition: the same names tagged pIIIofNNN). It refuses an output that holds another layout, another config's
+manifest, or files that are not interplay's; `--overwrite` deletes only what it owns.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from interplay.generator.output.layout import (
     PARTITION_MANIFEST_RE,
     SHARD_RE,
     OutputError,
+    failure_log_name,
     is_interplay_name,
     log_name,
 )
@@ -38,11 +39,13 @@ class Ownership:
         self.storage, self.tag, self.identity = storage, tag, identity
         self.manifest_name = MANIFEST if tag is None else f"manifest-{tag}.json"
         self.log_name = log_name(tag)
+        self.failure_log_name = failure_log_name(tag)
 
     def owns(self, name: str) -> bool:
-        """Is `name` one of this writer's shards, its shard log or its manifest?"""
+        """Is `name` one of this writer's shards, its shard or failure log or its manifest?"""
         match = SHARD_RE.match(name)
-        return name in (self.manifest_name, self.log_name) or (match is not None and match.group(1) == self.tag)
+        return (name in (self.manifest_name, self.log_name, self.failure_log_name)
+                or (match is not None and match.group(1) == self.tag))
 
     def owns_tmp(self, name: str) -> bool:
         """A partial file of ours, left by a killed run: never part of the corpus."""

@@ -1,8 +1,9 @@
 """What an output directory holds: the names of corpus files, which files are interplay's, and clearing a run.
 
-    manifest.json, shards.jsonl, shard-00000.parquet            a single run
+    manifest.json, shards.jsonl, failures.jsonl,                a single run
+        shard-00000.parquet
     manifest-p003of008.json, shards-p003of008.jsonl,            partition 3 of 8 of a partitioned run
-        shard-p003of008-00000.parquet
+        failures-p003of008.jsonl, shard-p003of008-00000.parquet
     .lease*.json, .lease.lock, .*.tmp                           leases (lease.py) and files being written
     logs/, report/, compare-*/                                  engine logs and quality reports
 """
@@ -22,10 +23,16 @@ SHARD_RE = re.compile(r"^shard-(?:(p\d{3,}of\d{3,})-)?(\d{5,})\.parquet$")
 PARTITION_MANIFEST_RE = re.compile(r"^manifest-(p\d{3,}of\d{3,})\.json$")
 # The shard log (shardlog.py): shards.jsonl, or shards-p003of008.jsonl.
 SHARD_LOG_RE = re.compile(r"^shards(?:-(p\d{3,}of\d{3,}))?\.jsonl$")
+# The failure log (failures.py): failures.jsonl, or failures-p003of008.jsonl.
+FAILURE_LOG_RE = re.compile(r"^failures(?:-(p\d{3,}of\d{3,}))?\.jsonl$")
 
 
 def log_name(tag: str | None) -> str:
     return "shards.jsonl" if tag is None else f"shards-{tag}.jsonl"
+
+
+def failure_log_name(tag: str | None) -> str:
+    return "failures.jsonl" if tag is None else f"failures-{tag}.jsonl"
 
 # Written into an output by interplay besides the corpus itself: never a reason to call it "not ours".
 _SIDE_DIRS = re.compile(r"^(logs|report|compare-.*)$")
@@ -33,7 +40,8 @@ _SIDE_DIRS = re.compile(r"^(logs|report|compare-.*)$")
 
 def is_interplay_name(name: str) -> bool:
     return (name.startswith(".") or bool(_SIDE_DIRS.match(name)) or bool(SHARD_RE.match(name))
-            or name == MANIFEST or bool(PARTITION_MANIFEST_RE.match(name)) or bool(SHARD_LOG_RE.match(name)))
+            or name == MANIFEST or bool(PARTITION_MANIFEST_RE.match(name)) or bool(SHARD_LOG_RE.match(name))
+            or bool(FAILURE_LOG_RE.match(name)))
 
 
 class OutputError(Exception):
@@ -72,4 +80,5 @@ def clear_partitions(out_dir: str | Path | Storage, count: int) -> list[str]:
 
 
 def _partition_file(name: str) -> re.Match[str] | None:
-    return SHARD_RE.match(name) or PARTITION_MANIFEST_RE.match(name) or SHARD_LOG_RE.match(name)
+    return (SHARD_RE.match(name) or PARTITION_MANIFEST_RE.match(name) or SHARD_LOG_RE.match(name)
+            or FAILURE_LOG_RE.match(name))

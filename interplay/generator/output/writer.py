@@ -3,6 +3,7 @@
 Layout of an output directory (a local path, or any URI pyarrow's filesystems accept: see storage.py):
     manifest.json            config, identity, totals, one entry per run (the last RUNS_KEPT); a fixed size
     shards.jsonl             one line per finished shard: its rows' indices and stats (shardlog.py)
+    failures.jsonl           one line per failed attempt at a conversation not done yet (failures.py)
     shard-00000.parquet ...  finished shards; a shard is written as .shard-00000.parquet.tmp and renamed into
                              place, so no reader globbing *.parquet ever sees a partial file
     logs/engine.log          vLLM's own log lines
@@ -10,7 +11,8 @@ Layout of an output directory (a local path, or any URI pyarrow's filesystems ac
 Resume: the finished shards are the truth, the shard log their record. On open the log is read (one file, not
 every shard), shards it does not name are read and logged, and those conversations are done; everything else is
 (re)generated. Conversations buffered but not yet in a shard when the process died are generated again, so
-each conversation lands in exactly one shard.
+each conversation lands in exactly one shard. A conversation that failed is retried by later runs until it has
+used max_attempts (failures.py); only then does its error row go into a shard.
 
 Writing: the event loop only buffers rows. A full buffer goes through a bounded queue to one writer thread,
 which encodes the Parquet, publishes the shard (fsync and rename, or an upload), appends its log line and
@@ -37,6 +39,7 @@ import pyarrow as pa
 from interplay.common.roles import ROLES
 from interplay.generator.output.checks import Ownership, read_manifest
 from interplay.generator.output.doneset import DoneSet
+from interplay.generator.output.failures import FailureLog
 from interplay.generator.output.layout import (  # noqa: F401 (re-exported: readers name them from here)
     FORMAT,
     MANIFEST,
@@ -92,7 +95,7 @@ class CorpusWriter:
     def __init__(self, out_dir: str | Path | Storage, *, config: dict[str, Any], config_hash: str,
                  dialogues_per_shard: int, overwrite: bool = False, partition_tag: str | None = None,
                  identity: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                 lease_ttl_s: float = LEASE_TTL_S, lease_wait_s: float = 0.0):
+                 lease_ttl_s: float = LEASE_TTL_S, lease_wait_s: float = 0.0, max_attempts: int = 1):
         self.storage = as_storage(out_dir)
         self.out_dir = self.storage.location
         self.tag = partition_tag
@@ -105,7 +108,8 @@ class CorpusWriter:
         self.identity = identity
         self.run_info: dict[str, Any] = {}  # recorded with this run's summary: runtime settings, versions
         self.lease: Lease | None = None
-        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=QUEUE_SHARDS)
+        # A list: a shard's rows; a dict: a failure line (failures.py); None: the end.
+        self._queue: queue.Queue[list[dict[str, Any]] | dict[str, Any] | None] = queue.Queue(maxsize=QUEUE_SHARDS)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._manifest_at = 0.0
@@ -113,6 +117,9 @@ class CorpusWriter:
         self.manifest.update(extra or {})
         self.log = ShardLog(self.storage, self.own.log_name, fence=self._fence)
         self.done = self._resume()
+        self.failures = FailureLog(self.storage, self.own.failure_log_name, fence=self._fence, done=self.done,
+                                   max_attempts=max_attempts)
+        self._num_failed = 0  # attempts that failed in this run and are to be retried
         # Written before the first shard, so a directory holding shards always holds a manifest too, and the
         # inputs' fingerprints are on record from the start.
         self.write_manifest()
@@ -225,8 +232,11 @@ class CorpusWriter:
         if batch is not None:
             self._submit(batch, block=True)
 
-    def _take(self, record: dict[str, Any]) -> list[dict[str, Any]] | None:
+    def _take(self, record: dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any] | None:
         self._raise_if_failed()
+        if (failure := self.failures.attempts.settle(record)) is not None:  # not done: a later run retries it
+            self._num_failed += 1
+            return failure
         self._buffer.append(record)
         self.done.add(record["conversation_index"])
         add_stats(self._run_stats, record)
@@ -235,7 +245,7 @@ class CorpusWriter:
         batch, self._buffer = self._buffer, []
         return batch
 
-    def _submit(self, batch: list[dict[str, Any]] | None, *, block: bool) -> bool:
+    def _submit(self, batch: list[dict[str, Any]] | dict[str, Any] | None, *, block: bool) -> bool:
         if self._thread is None:
             self._thread = threading.Thread(target=self._drain, name="interplay-writer", daemon=True)
             self._thread.start()
@@ -259,7 +269,10 @@ class CorpusWriter:
         while (batch := self._queue.get()) is not None:
             if self._error is None:  # after a failure, only drain: a waiting `put` must not wait forever
                 try:
-                    self._write_shard(batch)
+                    if isinstance(batch, dict):
+                        self.failures.append(batch)
+                    else:
+                        self._write_shard(batch)
                 except BaseException as e:  # noqa: BLE001 (handed to the loop by _raise_if_failed)
                     self._error = e
 
@@ -296,6 +309,7 @@ class CorpusWriter:
         m["status"] = "complete" if complete else "running"
         m["shard_log"], m["num_shards"] = self.log.name, self._num_shards
         m["totals"] = totals([self._totals])
+        m["failures"] = self.failures.summary()
         m.update(extra or {})
         self.storage.write_atomic(self.manifest_name, json.dumps(m, indent=2).encode(), fence=self._fence)
         self._manifest_at = time.monotonic()
@@ -321,6 +335,7 @@ class CorpusWriter:
             "dialogues_per_s": round(self._run_stats["num_rows"] / wall, 3) if wall > 0 else 0.0,
             "output_tok_per_s": round(output / wall, 1) if wall > 0 else 0.0,
             "outcomes": self._run_stats["outcomes"],
+            "num_failed_to_retry": self._num_failed,
             **self.run_info,
         }
 
@@ -335,6 +350,7 @@ class CorpusWriter:
                 self._thread.join()
             self._raise_if_failed()
             self.log.flush()
+            self.failures.flush()
             m = self.manifest
             m["num_runs"] = m.get("num_runs", len(m["runs"])) + 1
             m["runs"] = [*m["runs"][-(RUNS_KEPT - 1):], self.run_summary()]

@@ -41,6 +41,31 @@ def _engine_arg_names() -> set[str]:
     return {f.name for f in dataclasses.fields(AsyncEngineArgs)}
 
 
+def _max_logprobs(engine_args: dict[str, Any]) -> int:
+    """The engine's cap on logprobs per token: its argument, else vLLM's own default (20); -1 for no cap."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    default = next(f.default for f in dataclasses.fields(AsyncEngineArgs) if f.name == "max_logprobs")
+    return int(engine_args.get("max_logprobs", default))
+
+
+def check_sampling_values(config: GenerateConfig, role: str, sampling: dict[str, Any]) -> None:
+    """Values SamplingParams accepts but a run could not use: the engine would refuse every request (each then
+    a failed conversation), or the scheduler could not check the context."""
+    if sampling.get("n", 1) != 1:
+        raise ConfigError(f"{role}.sampling.n: {sampling['n']}, but a turn takes one completion; drop n")
+    if "max_tokens" in sampling and sampling["max_tokens"] is None:
+        raise ConfigError(f"{role}.sampling.max_tokens: null, but each prompt is checked against max_model_len "
+                          "with it before it is sent; give a number of tokens")
+    cap = _max_logprobs(config.engine_args(role))
+    where = "engine" if config.topology == "shared" else f"{role}.engine"
+    for key in ("logprobs", "prompt_logprobs"):
+        value = sampling.get(key)
+        if value and cap != -1 and (value == -1 or value > cap):
+            raise ConfigError(f"{role}.sampling.{key}: {value} is above the engine's max_logprobs={cap}; "
+                              f"lower it, or set {where}.max_logprobs")
+
+
 def check_config(config: GenerateConfig) -> None:
     """Check engine and sampling keys against vLLM's own classes, before any engine starts."""
     from vllm import SamplingParams
@@ -60,6 +85,7 @@ def check_config(config: GenerateConfig) -> None:
             SamplingParams(**sampling)
         except Exception as e:  # vLLM raises its own VLLMValidationError for bad values
             raise ConfigError(f"{role}.sampling: {e}") from None
+        check_sampling_values(config, role, sampling)
 
 
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"

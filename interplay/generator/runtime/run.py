@@ -19,7 +19,7 @@ from tqdm import tqdm
 from interplay.common.partition import Partition
 from interplay.common.roles import ROLES
 from interplay.generator.config import ConfigError, GenerateConfig
-from interplay.generator.dialogue.conversation import Conversation
+from interplay.generator.dialogue.conversation import Conversation, Outcome
 from interplay.generator.dialogue.parsing import ReplyParser
 from interplay.generator.dialogue.protocol import DialogueProtocol
 from interplay.generator.inputs.catalog import Catalog
@@ -34,6 +34,7 @@ from interplay.generator.runtime.identity import (
 )
 from interplay.generator.runtime.plan import count_planned, iter_plan
 from interplay.generator.runtime.policy import InterplayPolicy, TurnPolicy
+from interplay.generator.runtime.recent import RecentFailures
 from interplay.generator.runtime.scheduler import RoleClient, Scheduler
 
 OpenEngines = Callable[[GenerateConfig], AbstractAsyncContextManager[dict[str, RoleClient]]]
@@ -91,10 +92,13 @@ class Generation:
         self.writer = CorpusWriter(out_dir, config=config.model_dump(mode="json"), config_hash=self.corpus_hash(),
                                    dialogues_per_shard=config.dialogues_per_shard, overwrite=overwrite,
                                    partition_tag=partition.tag if partition else None, identity=self.identity,
-                                   extra=self._manifest_extra(), lease_wait_s=lease_wait_s)
+                                   extra=self._manifest_extra(), lease_wait_s=lease_wait_s,
+                                   max_attempts=config.max_attempts)
         self.writer.run_info = {"runtime": config.runtime_settings(), "versions": versions()}
         self.num_already_done = self.num_done
         self.scheduler: Scheduler | None = None
+        self.recent = RecentFailures()
+        self.stopped_early: str | None = None  # why most recent conversations failed, when that stopped the run
 
     def corpus_identity(self) -> dict[str, Any]:
         """What decides the dialogues (identity.py); the single-LLM baseline adds its mode and prompt."""
@@ -108,6 +112,11 @@ class Generation:
     def num_done(self) -> int:
         """This run's (or partition's) requested conversations that are finished."""
         return self.writer.done.count_below(self.config.num_dialogues)
+
+    @property
+    def num_pending_retry(self) -> int:
+        """Conversations that failed and are not done: a rerun generates them again (up to max_attempts)."""
+        return len(self.writer.failures.attempts)
 
     @property
     def num_remaining(self) -> int:
@@ -175,6 +184,7 @@ class Generation:
                 self.writer.start_clock()  # throughput counts generation, not engine start-up
 
                 async def on_finished(conv: Conversation) -> None:
+                    self._watch_failures(conv, scheduler)
                     await self.writer.put(to_record(conv, roles, protocol=self.record_protocol()))
                     elapsed = max(time.time() - started, 1e-9)
                     bar.update(1)
@@ -194,6 +204,14 @@ class Generation:
             # requested conversation is in a shard.
             manifest = self.writer.close(complete=self.num_done == self.num_planned, extra=self._manifest_extra())
         return manifest
+
+    def _watch_failures(self, conv: Conversation, scheduler: Scheduler) -> None:
+        """Most recent conversations failing: start no new ones (the active ones finish and are written)."""
+        self.recent.add(conv.error if conv.outcome == Outcome.ERROR else None)
+        if self.stopped_early is None and self.recent.is_failing:
+            self.stopped_early = self.recent.describe()
+            self.writer.run_info["stopped_early"] = self.stopped_early
+            scheduler.stop()
 
 
 class Stoppable(Protocol):
