@@ -94,6 +94,8 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
                 figures["peak_rss_mb"][str(marks.pop(0))] = _vm_hwm_mb()
                 save()
 
+    late_ms = [0] * 1001  # a histogram by whole ms (the last bucket: 1 s or more): constant memory at any length
+
     async def heartbeat() -> None:
         while True:
             before = time.perf_counter()
@@ -102,6 +104,7 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
             scheduler = generation.scheduler
             if scheduler is not None and scheduler.stats.num_in_flight > 0:  # generating, not starting up
                 figures["max_loop_stall_ms"] = max(figures["max_loop_stall_ms"], round(late * 1000, 1))
+                late_ms[min(int(late * 1000), 1000)] += 1
 
     async def main() -> dict[str, Any]:
         beat = asyncio.create_task(heartbeat())
@@ -134,7 +137,20 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
         "num_shards": manifest["num_shards"], "corpus_dialogues": manifest["totals"]["num_dialogues"],
     })
     figures["peak_rss_mb"].update({str(m): _vm_hwm_mb() for m in marks})  # reached at the very end
+    figures["loop_lateness_ms"] = _percentiles(late_ms)
+    figures["load_average_after"] = round(os.getloadavg()[0], 2)
     save()
+
+
+def _percentiles(histogram: list[int]) -> dict[str, int]:
+    """p50, p99 and the count over 50 ms of the heartbeat's lateness, from its whole-ms histogram."""
+    total, seen, out = sum(histogram), 0, {}
+    for ms, count in enumerate(histogram):
+        seen += count
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            if name not in out and total and seen >= q * total:
+                out[name] = ms
+    return {**out, "beats": total, "over_50ms": sum(histogram[51:])}
 
 
 def _spawn(out: Path, figures: Path, n: int, shard_rows: int, tokenizer: str, config: str,

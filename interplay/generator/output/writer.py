@@ -51,7 +51,8 @@ from interplay.generator.output.layout import (  # noqa: F401 (re-exported: read
 )
 from interplay.generator.output.lease import LEASE_TTL_S, Lease, LeaseHeld, LeaseLost, lease_name
 from interplay.generator.output.records import SCHEMA, add_stats, empty_stats, merge_stats
-from interplay.generator.output.shardlog import ShardLog, decode_indices, encode_indices, read_log
+from interplay.generator.output.resume import resume, shard_entry
+from interplay.generator.output.shardlog import ShardLog
 from interplay.generator.output.storage import Storage
 
 ROW_GROUP_ROWS = 1000
@@ -74,15 +75,6 @@ def shard_names(out_dir: str | Path | Storage) -> list[str]:
 def shard_files(out_dir: str | Path) -> list[Path]:
     """Local paths of all finished shards, every partition's."""
     return [Path(out_dir) / name for name in shard_names(out_dir)]
-
-
-def shard_entry(name: str, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """A shard's line in the shard log: its stats and its conversations."""
-    stats, indices = empty_stats(), []
-    for record in records:
-        add_stats(stats, record)
-        indices.append(record["conversation_index"])
-    return {"file": name, **stats, "indices": encode_indices(indices)}
 
 
 class CorpusWriter:
@@ -165,49 +157,9 @@ class CorpusWriter:
         return OutputError(f"cannot write to output directory {self.out_dir}: {getattr(e, 'strerror', None) or e}")
 
     def _resume(self) -> DoneSet:
-        """Which conversations are done: the shard log, checked against the shards' names (no shard is opened
-        unless the log misses it)."""
-        logged, damaged = read_log(self.storage, self.log.name)
-        on_disk = {n for n in shard_names(self.storage) if self.own.owns(n)}
-        entries, seen = [], set()
-        for entry in logged:  # a logged shard that is gone: its conversations are generated again
-            if entry["file"] in on_disk and entry["file"] not in seen:
-                if self.storage.is_local:  # footers only (~20 us each); an object store would pay a GET per shard
-                    self._check_footer(entry)
-                entries.append(entry)
-                seen.add(entry["file"])
-        # Shards published just before a crash cut off their log line.
-        entries += [self._entry_from_file(name) for name in sorted(on_disk - seen)]
-        rewrite = damaged or len(entries) != len(logged) or not self.storage.exists(self.log.name)
-        self.log.adopt(entries, rewrite=rewrite)
-        done, self._totals = DoneSet(), empty_stats()
-        for entry in entries:
-            for index in decode_indices(entry["indices"]):
-                done.add(index)
-            merge_stats(self._totals, entry)
-        self._num_shards = len(entries)
-        self._next_number = max((int(SHARD_RE.match(n).group(2)) for n in on_disk), default=-1) + 1
-        return done
-
-    def _entry_from_file(self, name: str) -> dict[str, Any]:
-        try:
-            table = self.storage.read_table(name, ["conversation_index", "outcome", "turns"])
-        except (OSError, pa.ArrowException) as e:  # never one of ours (they are renamed in complete)
-            raise self._unreadable(name, e) from None
-        return shard_entry(name, table.to_pylist())
-
-    def _check_footer(self, entry: dict[str, Any]) -> None:
-        """A logged shard must still be the file that was logged (not cut short or replaced since)."""
-        try:
-            num_rows = self.storage.read_metadata(entry["file"]).num_rows
-        except (OSError, pa.ArrowException) as e:
-            raise self._unreadable(entry["file"], e) from None
-        if num_rows != entry["num_rows"]:
-            raise self._unreadable(entry["file"], f"{num_rows} rows, the shard log says {entry['num_rows']}")
-
-    def _unreadable(self, name: str, why: object) -> OutputError:
-        return OutputError(f"{self.storage.path(name)} is not a readable shard ({' '.join(str(why).split())[:200]}); "
-                           "move it away and rerun: its conversations are generated again")
+        state = resume(self.storage, self.own, self.log)
+        self._totals, self._num_shards, self._next_number = state.totals, state.num_shards, state.next_number
+        return state.done
 
     @property
     def num_done(self) -> int:
