@@ -229,3 +229,15 @@ def test_iter_seeds_streams_big_parquet(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(batches) == 1 and batches[0] < 50_000
     assert sum(1 for _ in iter_seeds(path)) == 50_000
     assert sum(batches) >= 50_000
+
+
+def test_later_passes_skip_duplicates_by_position(tmp_path: Path) -> None:
+    """The scan finds repeated ids once; a pass given its duplicate rows yields the same seeds without keeping
+    a set of every id (what the plan does on each of many passes)."""
+    rows = [GOOD, {**GOOD, "seed_id": "s2"}, GOOD, {**GOOD, "seed_id": "s3"}, {**GOOD, "seed_id": "s2"}]
+    path = write_jsonl(tmp_path / "s.jsonl", rows)
+    scan = scan_seeds(path)
+    assert scan.duplicate_rows == frozenset({2, 4}) and scan.skipped == {"duplicate seed_id": 2}
+    by_set = [s.seed_id for s in iter_seeds(path)]
+    by_position = [s.seed_id for s in iter_seeds(path, duplicate_rows=scan.duplicate_rows)]
+    assert by_set == by_position == ["s1", "s2", "s3"]

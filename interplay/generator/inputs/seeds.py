@@ -59,6 +59,9 @@ class SeedScan:
     num_rows: int
     num_valid: int
     skipped: dict[str, int] = field(default_factory=dict)
+    # Rows skipped as a repeated seed_id: later passes over the file skip them by position, without building the
+    # set of every id again.
+    duplicate_rows: frozenset[int] = frozenset()
 
 
 def attributes_to_arrow(attributes: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -231,17 +234,19 @@ def _id_key(seed_id: str) -> int:
 
 
 def _checked(path: str, max_summary_chars: int, known_items: Container[str] | None,
-             require_target: bool = False) -> Iterator[Seed | str]:
-    """The single validation pass shared by scan_seeds and iter_seeds."""
+             require_target: bool = False, duplicate_rows: Container[int] | None = None) -> Iterator[Seed | str]:
+    """The single validation pass shared by scan_seeds and iter_seeds; `duplicate_rows` (from a scan) replaces
+    the set of ids seen so far."""
     rows = _open_rows(path)
 
     def gen() -> Iterator[Seed | str]:
         seen: set[int] = set()
-        for row in rows:
+        for number, row in enumerate(rows):
             result = row if isinstance(row, str) else _validate(row, max_summary_chars, known_items, require_target)
             if isinstance(result, Seed):
-                key = _id_key(result.seed_id)
-                if key in seen:
+                if duplicate_rows is not None:
+                    result = "duplicate seed_id" if number in duplicate_rows else result
+                elif (key := _id_key(result.seed_id)) in seen:
                     result = "duplicate seed_id"
                 else:
                     seen.add(key)
@@ -264,26 +269,30 @@ def scan_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000,
     path = os.fspath(path)
     num_rows = num_valid = 0
     skipped: dict[str, int] = {}
+    duplicates = []
     for result in _checked(path, max_summary_chars, known_items, require_target):
         num_rows += 1
         if isinstance(result, Seed):
             num_valid += 1
         else:
             skipped[result] = skipped.get(result, 0) + 1
+            if result == "duplicate seed_id":
+                duplicates.append(num_rows - 1)
     if num_valid == 0:
         raise _no_usable(path, num_rows, skipped)
-    return SeedScan(path, num_rows, num_valid, skipped)
+    return SeedScan(path, num_rows, num_valid, skipped, frozenset(duplicates))
 
 
 def iter_seeds(path: str | os.PathLike[str], *, max_summary_chars: int = 4000,
-               known_items: Container[str] | None = None, require_target: bool = False) -> Iterator[Seed]:
+               known_items: Container[str] | None = None, require_target: bool = False,
+               duplicate_rows: Container[int] | None = None) -> Iterator[Seed]:
     """Yield the valid seeds in file order, streaming.
 
     File-level problems (type, missing file, missing column) raise SeedError
     at call time; a file with no valid row raises it once exhausted.
     """
     path = os.fspath(path)
-    results = _checked(path, max_summary_chars, known_items, require_target)
+    results = _checked(path, max_summary_chars, known_items, require_target, duplicate_rows)
 
     def gen() -> Iterator[Seed]:
         num_rows = 0

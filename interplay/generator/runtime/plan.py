@@ -20,10 +20,11 @@ def conversation_id(seed_id: str, pass_index: int) -> str:
 
 def iter_plan(seeds_path: str | Path, *, num_valid: int, num_dialogues: int, done: Container[int],
               max_summary_chars: int = 4000, owns: Callable[[str], bool] | None = None,
-              known_items: Container[str] | None = None, require_target: bool = False) -> Iterator[Conversation]:
+              known_items: Container[str] | None = None, require_target: bool = False,
+              duplicate_rows: Container[int] | None = None) -> Iterator[Conversation]:
     """The conversations still to generate, in order; `owns(seed_id)` keeps one partition's share of them.
-    `max_summary_chars`, `known_items` and `require_target` must be those the seeds were scanned with (see
-    seeds.scan_seeds)."""
+    `max_summary_chars`, `known_items` and `require_target` must be those the seeds were scanned with, and
+    `duplicate_rows` that scan's (see seeds.scan_seeds)."""
     index = 0
     pass_index = 0
     while index < num_dialogues:
@@ -33,7 +34,7 @@ def iter_plan(seeds_path: str | Path, *, num_valid: int, num_dialogues: int, don
             pass_index += 1
             continue
         for seed in iter_seeds(seeds_path, max_summary_chars=max_summary_chars, known_items=known_items,
-                               require_target=require_target):
+                               require_target=require_target, duplicate_rows=duplicate_rows):
             if index >= num_dialogues:
                 return
             if index not in done and (owns is None or owns(seed.seed_id)):

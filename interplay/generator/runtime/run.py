@@ -195,7 +195,8 @@ class Generation:
                                                        run_seed=cfg.seed, on_finished=on_finished)
                 plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
                                  done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,
-                                 owns=self._owns, known_items=self.catalog, require_target=self._require_target)
+                                 owns=self._owns, known_items=self.catalog, require_target=self._require_target,
+                                 duplicate_rows=self.scan.duplicate_rows)
                 with stop_on_sigint(scheduler):
                     await scheduler.run(plan)
         finally:
