@@ -238,10 +238,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "configs" / "embedded.yaml"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--tokenizer", default="smollm2", choices=["smollm2", "simple"])
+    parser.add_argument("--gpu", action="append", default=[], metavar="PARAMETER=VALUE",
+                        help="override a parameter of the step-time model (benchmarks/gpu_model.py GpuModel), e.g. "
+                             "kv_cache_tokens=4000000")
     args = parser.parse_args(argv)
+    fields = GpuModel.__dataclass_fields__
+    try:
+        overrides = {k: type(getattr(GpuModel, k))(v) for k, _, v in (g.partition("=") for g in args.gpu)}
+    except (AttributeError, ValueError) as e:
+        parser.error(f"--gpu: {e}; parameters: {', '.join(fields)}")
     started = time.perf_counter()
     out = simulated_gpu(args.max_in_flight, args.dialogues, spread=args.spread, spreads=args.spreads,
-                        config_path=args.config, settings=args.set, tokenizer=args.tokenizer)
+                        config_path=args.config, settings=args.set, tokenizer=args.tokenizer,
+                        gpu=GpuModel(**overrides))
     out["real_wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(out))
     return 0
