@@ -2,6 +2,7 @@
 simulated engine (gpu_model.py: Llama-3.1-8B on one H100, vLLM-style continuous batching, virtual clock).
 
     python -m benchmarks.gpu_sim --max-in-flight 1024 4096             # the last stdout line is one JSON object
+    python -m benchmarks.gpu_sim --gpu kv_cache_tokens=4000000          # another GPU: any GpuModel parameter
     python -m benchmarks.gpu_sim --max-in-flight 256 --tokenizer simple --dialogues 1024
 
 Every figure is simulated: tokens per *virtual* second of the step-time model, not a measurement on a GPU. What
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, Request, log, machine, ratio, recording
+from benchmarks.common import ROOT, Request, log, machine, ratio, recording, write_results
 from benchmarks.gpu_model import GpuModel, SimEngine
 from benchmarks.zero_latency import canned_replies, make_tokenizer
 
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         config_path=args.config, settings=args.set, tokenizer=args.tokenizer,
                         gpu=GpuModel(**overrides))
     out["real_wall_s"] = round(time.perf_counter() - started, 1)
+    out["results"] = str(write_results("gpu-sim", out))
     print(json.dumps(out))
     return 0
 
