@@ -35,6 +35,9 @@ from benchmarks.zero_latency import canned_replies, make_tokenizer
 EMBEDDED_MEAN_TOKENS = {"user": 54, "recommender": 78}
 EMBEDDED_SPREAD = 0.35
 SPREADS = (0.0, 0.55)  # compared with EMBEDDED_SPREAD at the largest max_in_flight; 0.55: the most varied corpus
+# Dialogues per run: 3 x max_in_flight, and at least this many, so that the last conversations' drain (fewer and
+# fewer in flight, which (d) without turn dependencies does not have) is a small part of every run.
+MIN_DIALOGUES = 2048
 TARGETS = {"a_over_d_min": 0.95, "a_over_b_min": 1.3}
 LABEL = ("SIMULATION: tokens per virtual second of a step-time model of Llama-3.1-8B on one H100 "
          "(benchmarks/gpu_model.py), not measured on a GPU")
@@ -181,10 +184,10 @@ def simulated_gpu(max_in_flight: Sequence[int] = (1024, 4096), num_dialogues: in
                   spread: float = EMBEDDED_SPREAD, spreads: Sequence[float] = SPREADS,
                   config_path: str | None = None, settings: Sequence[str] = (), tokenizer: str = "smollm2",
                   gpu: GpuModel | None = None) -> dict[str, Any]:
-    """(a), (b), (d) on the simulated GPU at each max_in_flight (num_dialogues: default 3 x max_in_flight), and at
-    the largest max_in_flight once more for each of `spreads`. Returns simulated tokens/s ratios: a_over_b,
-    a_over_d (at the largest max_in_flight and `spread`), by_max_in_flight, by_spread, targets, every run's
-    figures, the model's parameters and the machine. Everything is labelled as a simulation."""
+    """(a), (b), (d) on the simulated GPU at each max_in_flight (num_dialogues: default max(3 x max_in_flight,
+    MIN_DIALOGUES)), and at the largest max_in_flight once more for each of `spreads`. Returns simulated tokens/s
+    ratios: a_over_b, a_over_d (at the largest max_in_flight and `spread`), by_max_in_flight, by_spread, targets,
+    every run's figures, the model's parameters and the machine. Everything is labelled as a simulation."""
     from interplay.generator.config import load_config, parse_override
     from interplay.generator.inputs.catalog import Catalog
     from interplay.generator.runtime.run import resolve_seeds
@@ -199,7 +202,7 @@ def simulated_gpu(max_in_flight: Sequence[int] = (1024, 4096), num_dialogues: in
     runs = []
     with tempfile.TemporaryDirectory(prefix="interplay-gpu-sim-") as tmp:
         for m, s in points:
-            n = num_dialogues or 3 * m
+            n = num_dialogues or max(3 * m, MIN_DIALOGUES)
             log(f"simulated GPU: {n} dialogues, max_in_flight={m}, spread={s}")
             config = base.model_validate({**base.model_dump(), "num_dialogues": n, "max_in_flight": m,
                                           "dialogues_per_shard": max(n, 1)})
@@ -230,7 +233,8 @@ def targets(run: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_sim", description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-in-flight", type=int, nargs="+", default=[1024, 4096])
-    parser.add_argument("--dialogues", type=int, help="dialogues per run (default 3 x max_in_flight)")
+    parser.add_argument("--dialogues", type=int,
+                        help=f"dialogues per run (default 3 x max_in_flight, at least {MIN_DIALOGUES})")
     parser.add_argument("--spread", type=float, default=EMBEDDED_SPREAD,
                         help=f"coefficient of variation of reply lengths (default {EMBEDDED_SPREAD}, the embedded "
                              "corpora's)")
