@@ -187,7 +187,8 @@ def simulated_gpu(max_in_flight: Sequence[int] = (1024, 4096), num_dialogues: in
     """(a), (b), (d) on the simulated GPU at each max_in_flight (num_dialogues: default max(3 x max_in_flight,
     MIN_DIALOGUES)), and at the largest max_in_flight once more for each of `spreads`. Returns simulated tokens/s
     ratios: a_over_b, a_over_d (at the largest max_in_flight and `spread`), by_max_in_flight, by_spread, targets,
-    every run's figures, the model's parameters and the machine. Everything is labelled as a simulation."""
+    every run's figures, the model's parameters and the machine. Everything is labelled as a simulation. Each run
+    has its own asyncio.run, so call it from synchronous code."""
     from interplay.generator.config import load_config, parse_override
     from interplay.generator.inputs.catalog import Catalog
     from interplay.generator.runtime.run import resolve_seeds
