@@ -25,9 +25,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, Request, log, machine, ratio, recording, write_results
+from benchmarks.common import (
+    ROOT,
+    Request,
+    log,
+    machine,
+    ratio,
+    recording,
+    write_results,
+)
 from benchmarks.gpu_model import GpuModel, SimEngine
 from benchmarks.zero_latency import canned_replies, make_tokenizer
+from interplay.generator.dialogue.conversation import Completion
 
 # Output tokens per turn in the embedded corpora (`make reproduce`, zero-shot corpus on SmolLM2, max_tokens 64
 # and 96): user 53.8 +- 17.7 (coefficient of variation 0.33), recommender 77.7 +- 27.3 (0.35); the other corpora
@@ -84,9 +93,7 @@ class SimClient:
         return self.tokenizer.render(messages, cache)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
-                       regex: str | None = None) -> Any:
-        from interplay.generator.dialogue.conversation import Completion
-
+                       regex: str | None = None) -> Completion:
         k = seed % len(self.texts)
         n = self.lengths[k]
         num_prompt, num_cached = await self.engine.generate(prompt_token_ids, n)

@@ -36,7 +36,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, ROOT, MemorySampler, fds_to, figures, log, machine, recording, write_results
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    MemorySampler,
+    fds_to,
+    figures,
+    log,
+    machine,
+    recording,
+    write_results,
+)
 from benchmarks.rounds import round_orders, round_ratios, spread, verdict
 
 # name -> (environment variable, full default, quick default, help)
