@@ -41,8 +41,8 @@ class GpuModel:
     """Step-time and capacity parameters; the defaults are Llama-3.1-8B bf16 on one H100 80GB SXM (approximate)."""
 
     # Decode step at small batch: the 16.1 GB of bf16 weights read once from HBM3 at 3.35 TB/s (H100 SXM
-    # datasheet) is 4.8 ms; with kernel launches and sampling, published vLLM figures for Llama-3.1-8B on one H100
-    # at concurrency 1 are about 6 to 8 ms per output token. Approximate.
+    # datasheet) is 4.8 ms; kernel launches and sampling add to it. 7 ms is an estimate on that basis, not
+    # calibrated on one published measurement. Approximate.
     decode_floor_s: float = 0.007
     # Batch size up to which a decode step costs about the same: where 2 x 8e9 FLOPs per token at ~50% of the
     # H100's 989 dense bf16 TFLOP/s (~32 us per sequence) starts to add up next to the 4.8 ms weight read.
@@ -64,7 +64,8 @@ class GpuModel:
     max_num_batched_tokens: int = 8192
     # KV cache in tokens: 0.90 x 79.6 GiB - 15.0 GiB of weights - ~3 GiB of activations and CUDA graphs
     # = ~53.6 GiB, at 128 KiB per token (2 x 32 layers x 8 KV heads x 128 x 2 bytes) = ~440,000 tokens.
-    # Cross-check: the same arithmetic for an H100 NVL (94 GB) gives the ~543,000 tokens vLLM reports there.
+    # Cross-check: the same arithmetic for an H100 NVL (93.6 GiB) gives ~542,000 tokens, and a public table of
+    # vLLM's KV cache capacity lists 542,960 for Llama-3.1-8B-Instruct there.
     kv_cache_tokens: int = 440_000
 
     def step_seconds(self, num_seqs: int, num_prefill_tokens: int) -> float:
