@@ -55,8 +55,7 @@ class GpuModel:
     # = 7 ms + 192 x 0.08 ms + 280 x 33 us. Approximate.
     decode_s_per_seq: float = 0.00008
     # Prefill cost per computed prompt token: compute-bound, 2 x 8e9 FLOPs at ~50% of 989 TFLOP/s = 32 us, i.e.
-    # ~30,000 prompt tok/s, the order of vLLM's published prefill throughput for 8B models on one H100.
-    # Approximate.
+    # ~30,000 prompt tok/s. A roofline estimate, approximate.
     prefill_s_per_token: float = 0.000033
     # vLLM V1's defaults on GPUs of 70 GiB or more other than the A100 (vllm/engine/arg_utils.py,
     # get_batch_defaults: max_num_seqs 1024; max_num_batched_tokens 8192 for the OpenAI server, 16384 for LLM).
