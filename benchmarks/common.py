@@ -1,4 +1,4 @@
-"""What every benchmark shares: the machine's description, peak RSS, recorded requests and their figures."""
+"""What every benchmark shares: the machine's description, peak memory, recorded requests and their figures."""
 
 from __future__ import annotations
 
@@ -74,20 +74,34 @@ def _has_dist(name: str) -> bool:
 
 
 def self_peak_rss_mb() -> float:
-    """Peak RSS of this process so far (ru_maxrss is KiB on Linux)."""
+    """Peak RSS of this process so far, in MiB (2^20 bytes; ru_maxrss is KiB on Linux)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-class RssSampler:
-    """Peak RSS of this process and of this process plus its descendants (vLLM's engine-core and worker
-    processes), and the mean 1-minute load average of the machine, sampled every `interval` seconds while the
-    block runs; and the CPU seconds the process tree used in the block. On a machine shared with other jobs, wall
-    time depends on what the others do; output tokens per CPU second much less so."""
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size of a process (Linux /proc/PID/smaps_rollup): each page shared by n processes counts
+    1/n in each, so a process tree's PSS summed counts every page once (summed RSS counts shared pages, such as
+    vLLM's shared memory and the libraries its processes map, once per process). None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024  # the kernel's "kB" is KiB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class MemorySampler:
+    """Peak memory (PSS, in MiB) of this process and of this process plus its descendants (vLLM's engine-core
+    and worker processes), and the mean 1-minute load average of the machine, sampled every `interval` seconds
+    while the block runs; and the CPU seconds the process tree used in the block. On a machine shared with other
+    jobs, wall time depends on what the others do; output tokens per CPU second much less so."""
 
     def __init__(self, interval: float = 0.25):
         self.interval = interval
-        self.peak_main_mb = 0.0
-        self.peak_tree_mb = 0.0
+        self.peak_main_mib = 0.0
+        self.peak_tree_mib = 0.0
         self.loads: list[float] = []  # 1-minute load average: the machine may be shared
         self._stop = threading.Event()
 
@@ -95,13 +109,10 @@ class RssSampler:
         import psutil
 
         me = psutil.Process()
-        main = me.memory_info().rss
-        tree = main
-        for child in me.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                tree += child.memory_info().rss
-        self.peak_main_mb = max(self.peak_main_mb, main / 2**20)
-        self.peak_tree_mb = max(self.peak_tree_mb, tree / 2**20)
+        main = pss_bytes(me.pid) or 0
+        tree = main + sum(pss_bytes(child.pid) or 0 for child in me.children(recursive=True))
+        self.peak_main_mib = max(self.peak_main_mib, main / 2**20)
+        self.peak_tree_mib = max(self.peak_tree_mib, tree / 2**20)
         self.loads.append(os.getloadavg()[0])
 
     def _loop(self) -> None:
@@ -123,7 +134,7 @@ class RssSampler:
                 tree += c.user + c.system
         return main, tree
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> MemorySampler:
         self._cpu_start = self._cpu_seconds()
         self._sample()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -138,7 +149,8 @@ class RssSampler:
         self.cpu_main_s, self.cpu_tree_s = end[0] - self._cpu_start[0], end[1] - self._cpu_start[1]
 
     def figures(self) -> dict[str, float]:
-        return {"peak_rss_mb": round(self.peak_tree_mb, 1), "peak_rss_main_process_mb": round(self.peak_main_mb, 1),
+        return {"peak_pss_mib": round(self.peak_tree_mib, 1),
+                "peak_pss_main_process_mib": round(self.peak_main_mib, 1),
                 "cpu_s": round(self.cpu_tree_s, 1), "cpu_main_process_s": round(self.cpu_main_s, 1),
                 "mean_load_average": round(sum(self.loads) / len(self.loads), 2) if self.loads else None}
 

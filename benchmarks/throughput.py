@@ -13,10 +13,12 @@ the same machine, in one invocation (`make bench`).
                       sizes (orchestration.py)
 
 Engines start once per topology; a short warm-up runs first, and every variant starts from a cold prefix cache
-(the variants generate the same conversations). Figures per variant: dialogues/s, output tok/s, prompt tok/s,
-cached-prompt share, peak RSS of this process and its engine processes. Ratios: a/d (scheduler efficiency), a/b,
-a/c. Progress goes to stderr, vLLM's own log to WORK/engine.log, the results (with the machine's description)
-to benchmarks/results/, and the last line of stdout is one JSON object with every figure.
+(the variants generate the same conversations). (a), (b) and (d) run in rounds of alternating order (a b d,
+d b a, ...: rounds.py). Figures per variant: dialogues/s, output tok/s, prompt tok/s, cached-prompt share, peak
+memory of this process and its engine processes (PSS, so pages they share count once). Ratios: a/d (scheduler
+efficiency), a/b, a/c, each the median over rounds with its spread (min..max); a ratio whose spread contains 1.0
+is "no difference". Progress goes to stderr, vLLM's own log to WORK/engine.log, the results (with the machine's
+description) to benchmarks/results/, and the last line of stdout is one JSON object with every figure.
 
 Every size is a flag or an environment variable (flags win); BENCH_QUICK=1 (or --quick) makes all of them small.
 """
@@ -26,70 +28,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import statistics
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, ROOT, RssSampler, fds_to, figures, log, machine, ratio, recording, write_results
+from benchmarks import throughput_args
+from benchmarks.common import (
+    MemorySampler,
+    fds_to,
+    figures,
+    log,
+    machine,
+    recording,
+    write_results,
+)
+from benchmarks.rounds import round_orders, round_ratios, spread, verdict
+from benchmarks.throughput_args import SIZES
 
-# name -> (environment variable, full default, quick default, help)
-SIZES: dict[str, tuple[str, str, str, str]] = {
-    "dialogues": ("BENCH_DIALOGUES", "256", "24", "dialogues of (a), (b) and (d)"),
-    "max_in_flight": ("BENCH_MAX_IN_FLIGHT", "128", "12", "max_in_flight of (a), (b) and (d)"),
-    "sequential": ("BENCH_SEQUENTIAL", "4", "2", "dialogues of (c), one at a time"),
-    "topology_dialogues": ("BENCH_TOPOLOGY_DIALOGUES", "16", "6", "dialogues per topology"),
-    "topology_max_in_flight": ("BENCH_TOPOLOGY_MAX_IN_FLIGHT", "8", "6", "max_in_flight per topology"),
-    "sweep": ("BENCH_SWEEP", "16,32,64,128", "4,12", "max_in_flight values of the sweep"),
-    "sweep_min_dialogues": ("BENCH_SWEEP_MIN_DIALOGUES", "32", "8",
-                            "a sweep point runs max(this, 2 x max_in_flight) dialogues"),
-    "orchestration": ("BENCH_ORCH_SIZES", "10000,100000", "1000,10000", "dialogue counts of the orchestration runs"),
-    "warmup": ("BENCH_WARMUP", "4", "2", "warm-up dialogues per engine (not timed)"),
-    "repeat": ("BENCH_REPEAT", "1", "1", "rounds of (a), (b), (d); the ratios are the median of the rounds'"),
-}
-# The benchmark's generation settings on top of the config: shorter dialogues than the embedded default (8 turns,
-# 64/96 tokens), so that 256 dialogues take minutes, not an hour, on a 2-core CPU. Replace with BENCH_SET="k=v k=v"
-# or --set (each --set replaces all of these).
-DEFAULT_SET = ("conversation.max_turns=4", "user.sampling.max_tokens=32", "recommender.sampling.max_tokens=48",
-               "dialogues_per_shard=1000")
-SECTIONS = ("orchestration", "waves", "replay", "sequential", "sweep", "topologies")
 TARGETS = {"a_over_d_min": 0.85, "a_over_b_min": 1.2, "orchestration_turns_per_s_min": 3000,
            "orchestration_rss_ratio_max": 1.10}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=os.environ.get("BENCH_CONFIG", str(ROOT / "configs" / "embedded.yaml")),
-                        help="generation config (env BENCH_CONFIG; default configs/embedded.yaml)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help=f"generation setting (default: {' '.join(DEFAULT_SET)}; env BENCH_SET)")
-    parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
-                        help="small sizes everywhere (env BENCH_QUICK=1)")
-    for name, (env, full, quick, text) in SIZES.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", help=f"{text} (env {env}; default {full}, quick {quick})")
-    parser.add_argument("--skip", default=os.environ.get("BENCH_SKIP", ""),
-                        help=f"comma-separated sections to leave out: {', '.join(SECTIONS)} (env BENCH_SKIP)")
-    parser.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/interplay-bench"),
-                        help="scratch directory for the corpora and vLLM's log (env BENCH_WORK)")
-    parser.add_argument("--results", default=str(RESULTS), help="where the JSON and the plot go")
-    args = parser.parse_args(argv)
-    for name, (env, full, quick, _) in SIZES.items():
-        value = getattr(args, name) or os.environ.get(env) or (quick if args.quick else full)
-        if name in ("sweep", "orchestration"):
-            value = [int(v) for v in str(value).split(",") if v.strip()]
-        else:
-            value = int(value)
-        setattr(args, name, value)
-    if args.set is None:
-        args.set = os.environ["BENCH_SET"].split() if os.environ.get("BENCH_SET") else list(DEFAULT_SET)
-    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    if unknown := args.skip - set(SECTIONS):
-        parser.error(f"--skip: unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
-    return args
+    return throughput_args.parse_args(argv, description=__doc__.split("\n\n")[0])
 
 
 def with_run(config: Any, **values: Any) -> Any:
@@ -134,9 +98,9 @@ class Bench:
 
         await reset_prefix_caches(clients)
         cfg = with_run(config or self.config, num_dialogues=num, max_in_flight=max_in_flight)
-        with RssSampler() as rss:
+        with MemorySampler() as memory:
             wall, requests, _ = await run_interleaved(cfg, clients, self.corpus_dir(name))
-        result = with_cpu({"max_in_flight": max_in_flight, **figures(requests, wall, num), **rss.figures()})
+        result = with_cpu({"max_in_flight": max_in_flight, **figures(requests, wall, num), **memory.figures()})
         result["_requests"] = requests
         return result
 
@@ -160,40 +124,54 @@ class Bench:
 
     # -- the sections -----------------------------------------------------------------------------------------
 
-    async def round(self, clients: dict[str, Any], cfg: Any, r: int) -> dict[str, Any]:
-        """(a), then (b) and (d) on the same engine: one round of the main comparison."""
+    async def variant(self, name: str, clients: dict[str, Any], cfg: Any, requests: list | None,
+                      tag: str) -> dict[str, Any]:
+        """One timed run of (a), (b) or (d); (d) replays `requests`, the latest (a)'s."""
         from benchmarks.replay import reset_prefix_caches, run_replay
         from benchmarks.waves import run_waves
 
         n, mif = cfg.num_dialogues, cfg.max_in_flight
-        tag = f" (round {r + 1} of {self.args.repeat})" if self.args.repeat > 1 else ""
-        out: dict[str, Any] = {}
-        log(f"(a) interleaved scheduler: {n} dialogues, max_in_flight={mif}{tag}")
-        a = out["a_interleaved"] = await self.interleaved(clients, "a-interleaved", n, mif)
-        log(f"  {a['output_tok_per_s']:.0f} output tok/s, {a['dialogues_per_s']:.2f} dialogues/s")
-        if self.section("waves"):
+        if name == "a_interleaved":
+            log(f"(a) interleaved scheduler: {n} dialogues, max_in_flight={mif}{tag}")
+            result = await self.interleaved(clients, "a-interleaved", n, mif)
+        elif name == "b_waves":
             log(f"(b) turn-synchronous waves: {n} dialogues, max_in_flight={mif}{tag}")
-            try:
-                await reset_prefix_caches(clients)
-                recorded, rlog = recording(clients)
-                with RssSampler() as rss:
-                    wall, info = await run_waves(cfg, recorded, self.corpus_dir("b-waves"))
-                out["b_waves"] = with_cpu({"max_in_flight": mif, **figures(rlog.requests, wall, n), **info,
-                                           **rss.figures()})
-                log(f"  {out['b_waves']['output_tok_per_s']:.0f} output tok/s")
-            except Exception as e:
-                self.failed(f"waves{tag}", e)
-        if self.section("replay"):
-            log(f"(d) replay bound: the {len(a['_requests'])} requests of (a), max_in_flight={mif}{tag}")
-            try:
-                await reset_prefix_caches(clients)
-                with RssSampler() as rss:
-                    wall, done, mismatches = await run_replay(clients, a["_requests"], max_in_flight=mif)
-                out["d_replay"] = with_cpu({"max_in_flight": mif, **figures(done, wall, n),
-                                            "output_length_mismatches": mismatches, **rss.figures()})
-                log(f"  {out['d_replay']['output_tok_per_s']:.0f} output tok/s")
-            except Exception as e:
-                self.failed(f"replay{tag}", e)
+            await reset_prefix_caches(clients)
+            recorded, rlog = recording(clients)
+            with MemorySampler() as memory:
+                wall, info = await run_waves(cfg, recorded, self.corpus_dir("b-waves"))
+            result = with_cpu({"max_in_flight": mif, **figures(rlog.requests, wall, n), **info, **memory.figures()})
+        else:
+            log(f"(d) replay bound: the {len(requests)} requests of (a), max_in_flight={mif}{tag}")
+            await reset_prefix_caches(clients)
+            with MemorySampler() as memory:
+                wall, done, mismatches = await run_replay(clients, requests, max_in_flight=mif)
+            result = with_cpu({"max_in_flight": mif, **figures(done, wall, n),
+                               "output_length_mismatches": mismatches, **memory.figures()})
+        log(f"  {result['output_tok_per_s']:.0f} output tok/s")
+        return result
+
+    async def rounds(self, clients: dict[str, Any], cfg: Any) -> list[dict[str, Any]]:
+        """(a), (b), (d) on the same engine, args.rounds times, in alternating order; a round whose (d) comes
+        before its (a) replays the previous round's (a) (the same seeds: the same conversations)."""
+        names = ["a_interleaved"] + [v for v, section in (("b_waves", "waves"), ("d_replay", "replay"))
+                                     if self.section(section)]
+        requests = None
+        out = []
+        for r, order in enumerate(round_orders(names, self.args.rounds)):
+            rnd: dict[str, Any] = {}
+            tag = f" (round {r + 1} of {self.args.rounds})"
+            for name in order:
+                try:
+                    rnd[name] = await self.variant(name, clients, cfg, requests, tag)
+                except Exception as e:
+                    if name == "a_interleaved":
+                        raise
+                    self.failed(f"{name}{tag}", e)
+                    continue
+                if name == "a_interleaved":
+                    requests = rnd[name].pop("_requests")
+            out.append(rnd)
         return out
 
     async def main_engine(self) -> None:
@@ -212,26 +190,19 @@ class Bench:
             log(f"  engine up in {time.perf_counter() - started:.1f} s")
             await self.warmup(clients, "main")
 
-            rounds = []
-            for r in range(args.repeat):
-                rounds.append(await self.round(clients, cfg, r))
+            rounds = self.out["rounds"] = await self.rounds(clients, cfg)
             a = rounds[0]["a_interleaved"]
-            variants.update(rounds[0])
-            for rnd in rounds[1:]:
-                rnd["a_interleaved"].pop("_requests", None)
-            if args.repeat > 1:
-                self.out["rounds"] = [{k: {f: v for f, v in x.items() if not f.startswith("_")}
-                                       for k, x in rnd.items()} for rnd in rounds]
+            variants.update(rounds[0])  # the first round's figures; every round's are under "rounds"
 
             if self.section("sequential"):
                 k = args.sequential
                 log(f"(c) one conversation at a time: {k} dialogues")
                 try:
                     await reset_prefix_caches(clients)
-                    with RssSampler() as rss:
+                    with MemorySampler() as memory:
                         wall, requests = await run_sequential(cfg, clients, self.corpus_dir("c-sequential"), k)
                     variants["c_sequential"] = with_cpu({"max_in_flight": 1, **figures(requests, wall, k),
-                                                         **rss.figures()})
+                                                         **memory.figures()})
                     log(f"  {variants['c_sequential']['output_tok_per_s']:.0f} output tok/s")
                 except Exception as e:
                     self.failed("sequential", e)
@@ -253,8 +224,6 @@ class Bench:
 
             if self.section("topologies"):
                 await self.topology(clients, self.main_topology, None)
-        for v in variants.values():
-            v.pop("_requests", None)
 
     async def topology(self, clients: dict[str, Any] | None, name: str, cfg: Any) -> None:
         num, mif = self.args.topology_dialogues, self.args.topology_max_in_flight
@@ -273,7 +242,7 @@ class Bench:
                 result = await self.interleaved(clients, f"topology-{name}", num, mif)
             result.pop("_requests")
             self.out["topologies"].setdefault(name, {}).update(result)
-            log(f"  {result['output_tok_per_s']:.0f} output tok/s, peak RSS {result['peak_rss_mb']:.0f} MB")
+            log(f"  {result['output_tok_per_s']:.0f} output tok/s, peak PSS {result['peak_pss_mib'] / 1024:.1f} GiB")
         except Exception as e:
             self.failed(f"topology-{name}", e)
 
@@ -291,8 +260,8 @@ class Bench:
             await self.topology(None, name, cfg)
 
     def ratios(self) -> None:
-        """a/d, a/b, a/c on output tok/s (and on dialogues/s, and per CPU second); with several rounds, the
-        median of the rounds' ratios for a/d and a/b. And d/b: the replay bound over waves, the most that any
+        """a/d, a/b, a/c on output tok/s (and on dialogues/s, and per CPU second): each the median over rounds,
+        with its spread (min..max) under <ratio>_spread. And d/b: the replay bound over waves, the most that any
         scheduler could gain over waves on this engine and token mix (a <= d)."""
         v, r = self.out["variants"], self.out["ratios"]
         rounds = self.out.get("rounds") or [v]
@@ -300,25 +269,23 @@ class Bench:
                                  ("a_interleaved", "c_sequential", "a_over_c"), ("d_replay", "b_waves", "d_over_b")):
             for suffix, field in (("", "output_tok_per_s"), ("_dialogues_per_s", "dialogues_per_s"),
                                   ("_per_cpu_s", "output_tok_per_cpu_s")):
-                values = [ratio((rnd.get(this) or {}).get(field), (rnd.get(other) or v.get(other) or {})
-                                .get(field)) for rnd in rounds]
-                values = [x for x in values if x is not None]
-                if values:
-                    r[key + suffix] = round(statistics.median(values), 3)
-                    if len(values) > 1:
-                        r[key + suffix + "_rounds"] = values
+                if values := round_ratios(rounds, this, other, field, fallback=v):
+                    summary = spread(values)
+                    r[key + suffix] = summary["median"]
+                    r[key + suffix + "_spread"] = [summary["min"], summary["max"]]
         r["scheduler_efficiency"] = r.get("a_over_d")
 
 
 def targets(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     r, orch = out["ratios"], out.get("orchestration") or {}
     checks: dict[str, Any] = {}
-    if r.get("a_over_d") is not None:
-        checks["a_over_d >= 0.85"] = {"value": r["a_over_d"], "met": r["a_over_d"] >= TARGETS["a_over_d_min"],
-                                      "max_in_flight": args.max_in_flight}
-    if r.get("a_over_b") is not None:
-        checks["a_over_b >= 1.2"] = {"value": r["a_over_b"], "met": r["a_over_b"] >= TARGETS["a_over_b_min"],
-                                     "ceiling_d_over_b": r.get("d_over_b")}
+    for key, minimum, extra in (("a_over_d", TARGETS["a_over_d_min"], {"max_in_flight": args.max_in_flight}),
+                                ("a_over_b", TARGETS["a_over_b_min"], {"ceiling_d_over_b": r.get("d_over_b")})):
+        if r.get(key) is not None:
+            low, high = r[key + "_spread"]
+            checks[f"{key} >= {minimum}"] = {"value": r[key], "spread": [low, high],
+                                             "verdict": verdict({"median": r[key], "min": low, "max": high}, minimum),
+                                             **extra}
     if orch.get("turns_per_s") is not None:
         target = TARGETS["orchestration_turns_per_s_min"]
         checks["orchestration >= 3000 turns/s"] = {
@@ -363,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_engines(bench))
     bench.ratios()
     out["targets"] = targets(out, args)
+    for name, check in out["targets"].items():
+        if "verdict" in check:
+            log(f"{name}: median {check['value']} over {args.rounds} rounds, spread {check['spread'][0]}.."
+                f"{check['spread'][1]}: {check['verdict']}")
     results = Path(args.results)
     if out["sweep"]:
         from benchmarks.plot import plot_sweep

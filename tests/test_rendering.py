@@ -129,3 +129,18 @@ def test_a_tokenizer_the_split_does_not_hold_for_is_caught_and_encoded_in_full(c
             assert renderer.render(messages, cache) == renderer.full(messages)
     assert not renderer.is_incremental
     assert sum("disagrees with a full encode" in r.message for r in caplog.records) == 1
+
+
+def test_the_splice_is_checked_at_1024_in_flight(caplog):
+    """With 1024 conversations in flight the first 1024 renders are first turns, where nothing is spliced: the
+    check must still reach the spliced renders that follow, catch the tokenizer and encode in full from then on."""
+    renderer = PromptRenderer(_FirstPieceTokenizer())  # the default number of checked renders (256 < 1024)
+    histories = [[{"role": "system", "content": f"s{k}"}] for k in range(1024)]
+    caches = [PromptCache() for _ in histories]
+    with caplog.at_level(logging.WARNING, logger="interplay.generator.dialogue.rendering"):
+        for turn in range(3):  # turn after turn, every conversation renders once, as the scheduler interleaves them
+            for messages, cache in zip(histories, caches):
+                messages.append({"role": ("user", "assistant")[turn % 2], "content": f"turn {turn}"})
+                assert renderer.render(messages, cache) == renderer.full(messages)
+    assert not renderer.is_incremental
+    assert sum("disagrees with a full encode" in r.message for r in caplog.records) == 1

@@ -8,10 +8,12 @@ its last prompt up to the start of that prompt's last special token (the generat
 with its ids; the next render encodes only the rest.
 
 The template is still rendered in full each turn (cheap next to encoding), so the result does not depend on how
-the template treats earlier messages, only on the cached text being a prefix of the new one. The first renders
-of each renderer are also encoded in full and compared; a mismatch (a tokenizer for which the split does not
-hold, e.g. one whose special tokens strip the whitespace before them) turns the incremental path off for the
-rest of the run, with one warning.
+the template treats earlier messages, only on the cached text being a prefix of the new one. The first spliced
+renders of each renderer (those that reuse a cached prefix) are also encoded in full and compared; a mismatch (a
+tokenizer for which the split does not hold, e.g. one whose special tokens strip the whitespace before them)
+turns the incremental path off for the rest of the run, with one warning. Only spliced renders count towards
+the check: with 1024 conversations in flight the first 1024 renders are each conversation's first, which encode
+the whole text and so cannot disagree; counting those would leave the splice itself unchecked.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-NUM_CHECKED = 256  # renders per renderer compared with a full encode
+NUM_CHECKED = 256  # spliced renders per renderer compared with a full encode
 
 
 @dataclass(slots=True)
@@ -63,7 +65,7 @@ class PromptRenderer:
         encoding = self._backend.encode(tail, add_special_tokens=False)
         base = cache.ids if start else []
         ids = base + encoding.ids
-        if self.num_checked > 0:
+        if start and self.num_checked > 0:  # an unspliced render is a full encode already
             self.num_checked -= 1
             reference = self.full(messages)
             if reference != ids:

@@ -1,0 +1,274 @@
+"""The scheduler comparison on a SIMULATED GPU: (a) interleaved, (b) waves and (d) replay, each on a fresh
+simulated engine (gpu_model.py: Llama-3.1-8B on one H100, vLLM-style continuous batching, virtual clock).
+
+    python -m benchmarks.gpu_sim --max-in-flight 1024 4096             # the last stdout line is one JSON object
+    python -m benchmarks.gpu_sim --gpu kv_cache_tokens=4000000          # another GPU: any GpuModel parameter
+    python -m benchmarks.gpu_sim --max-in-flight 256 --tokenizer simple --dialogues 1024
+
+Every figure is simulated: tokens per *virtual* second of the step-time model, not a measurement on a GPU. What
+is real is interplay's own work per turn (the same Generation, prompt rendering with the SmolLM2 tokenizer,
+parsing, grounding, rows and Parquet as a real run) and the waves script; its real CPU time is reported beside
+the simulated time. Replies are zero_latency.py's canned replies; their output token counts are rescaled to the
+embedded corpora's mean per role, with a spread (coefficient of variation) that is a knob.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    ROOT,
+    Request,
+    log,
+    machine,
+    ratio,
+    recording,
+    write_results,
+)
+from benchmarks.gpu_model import GpuModel, SimEngine
+from benchmarks.zero_latency import canned_replies, make_tokenizer
+from interplay.generator.dialogue.conversation import Completion
+
+# Output tokens per turn in the embedded corpora (`make reproduce`, zero-shot corpus on SmolLM2, max_tokens 64
+# and 96): user 53.8 +- 17.7 (coefficient of variation 0.33), recommender 77.7 +- 27.3 (0.35); the other corpora
+# range from 0.24 to 0.56.
+EMBEDDED_MEAN_TOKENS = {"user": 54, "recommender": 78}
+EMBEDDED_SPREAD = 0.35
+SPREADS = (0.0, 0.55)  # compared with EMBEDDED_SPREAD at the largest max_in_flight; 0.55: the most varied corpus
+# Dialogues per run: 3 x max_in_flight, and at least this many, so that the last conversations' drain (fewer and
+# fewer in flight, which (d) without turn dependencies does not have) is a small part of every run.
+MIN_DIALOGUES = 2048
+TARGETS = {"a_over_d_min": 0.95, "a_over_b_min": 1.3}
+LABEL = ("SIMULATION: tokens per virtual second of a step-time model of Llama-3.1-8B on one H100 "
+         "(benchmarks/gpu_model.py), not measured on a GPU")
+
+
+def reply_lengths(counts: Sequence[int], mean: float, spread: float, max_tokens: int) -> list[int]:
+    """Output tokens per canned reply, with the given mean and coefficient of variation (`spread`) over the
+    replies after clipping to 1..max_tokens, as the engine clips: c x (1 + k x z) of the canned lengths' z-scores,
+    so the longer reply stays the longer one, with c and k fitted by bisection (the corpora's replies bunch up at
+    max_tokens too, so their spread is measured after the clip as well)."""
+    mu, sd = statistics.fmean(counts), statistics.pstdev(counts) or 1.0
+    z = [(n - mu) / sd for n in counts]
+
+    def lengths(c: float, k: float) -> list[int]:
+        return [min(max(round(c * (1 + k * x)), 1), max_tokens) for x in z]
+
+    def centred(k: float) -> list[int]:  # the c whose clipped lengths have the wanted mean
+        lo, hi = 0.0, 4.0 * max_tokens
+        for _ in range(40):
+            c = (lo + hi) / 2
+            lo, hi = (c, hi) if statistics.fmean(lengths(c, k)) < mean else (lo, c)
+        return lengths((lo + hi) / 2, k)
+
+    def cv(v: list[int]) -> float:
+        return statistics.pstdev(v) / statistics.fmean(v)
+
+    lo, hi = 0.0, 4.0
+    for _ in range(40):
+        k = (lo + hi) / 2
+        lo, hi = (k, hi) if cv(centred(k)) < spread else (lo, k)
+    return centred((lo + hi) / 2)
+
+
+class SimClient:
+    """RoleClient on a shared SimEngine: the canned reply picked by the seed, decoded for its rescaled length."""
+
+    def __init__(self, role: str, tokenizer: Any, replies: Sequence[tuple[str, int]], lengths: Sequence[int],
+                 engine: SimEngine, *, max_model_len: int, max_tokens: int):
+        self.role, self.tokenizer, self.engine = role, tokenizer, engine
+        self.texts, self.lengths = [t for t, _ in replies], list(lengths)
+        self.max_model_len, self.max_tokens, self.model = max_model_len, max_tokens, "simulated-h100-llama-3.1-8b"
+
+    def render(self, messages: list[dict[str, str]], cache: Any = None) -> list[int]:
+        return self.tokenizer.render(messages, cache)
+
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+                       regex: str | None = None) -> Completion:
+        k = seed % len(self.texts)
+        n = self.lengths[k]
+        num_prompt, num_cached = await self.engine.generate(prompt_token_ids, n)
+        return Completion(self.texts[k], num_prompt, n, num_cached, "length" if n >= self.max_tokens else "stop")
+
+
+def sim_clients(config: Any, tokenizer: Any, titles: Sequence[str], engine: SimEngine,
+                spread: float) -> dict[str, SimClient]:
+    conv = config.conversation
+    replies = canned_replies(titles, tokenizer, accept=conv.accept_marker, quit=conv.quit_marker)
+    clients = {}
+    for role in ("user", "recommender"):
+        max_tokens = int(config.sampling(role)["max_tokens"])
+        lengths = reply_lengths([n for _, n in replies[role]], EMBEDDED_MEAN_TOKENS[role], spread, max_tokens)
+        clients[role] = SimClient(role, tokenizer, replies[role], lengths, engine,
+                                  max_model_len=int(config.engine.get("max_model_len") or 2048), max_tokens=max_tokens)
+    return clients
+
+
+async def _on_engine(gpu: GpuModel, run: Any) -> tuple[SimEngine, Any, float]:
+    """Run `run(engine)` with a fresh engine stepping beside it; (engine, its result, real CPU seconds)."""
+    engine = SimEngine(gpu)
+    stepper = asyncio.create_task(engine.run())
+    cpu = time.process_time()
+    try:
+        result = await run(engine)
+    finally:
+        stepper.cancel()
+    return engine, result, time.process_time() - cpu
+
+
+def _figures(engine: SimEngine, requests: Sequence[Request], num_dialogues: int, cpu_s: float) -> dict[str, Any]:
+    s, virtual = engine.stats, engine.now
+    by_role = {r: [q.num_output_tokens for q in requests if q.role == r] for r in ("user", "recommender")}
+    return {"simulated_s": round(virtual, 2), "num_requests": s.num_requests, "output_tokens": s.output_tokens,
+            "output_tok_per_s": round(s.output_tokens / virtual, 1),
+            "dialogues_per_s": round(num_dialogues / virtual, 3),
+            "cached_prompt_share": round(s.cached_tokens / s.prompt_tokens, 4) if s.prompt_tokens else 0.0,
+            "mean_prompt_tokens": round(s.prompt_tokens / s.num_requests, 1) if s.num_requests else 0.0,
+            "mean_batch": round(s.seq_steps / s.num_steps, 1) if s.num_steps else 0.0, "num_steps": s.num_steps,
+            "output_tokens_cv": {r: round(statistics.pstdev(v) / statistics.fmean(v), 3)
+                                 for r, v in by_role.items() if v},
+            # The simulated engine's pace against interplay's real CPU time per turn: the orchestration keeps up
+            # with the GPU as long as real_turns_per_cpu_s is well above simulated_turns_per_s.
+            "simulated_turns_per_s": round(s.num_requests / virtual, 1),
+            "real_cpu_s": round(cpu_s, 2),
+            "real_turns_per_cpu_s": round(s.num_requests / cpu_s, 1) if cpu_s > 0 else None}
+
+
+async def compare(config: Any, tokenizer: Any, titles: Sequence[str], work: Path, *, spread: float,
+                  gpu: GpuModel) -> dict[str, Any]:
+    """(a), (b) and (d) of config.num_dialogues at config.max_in_flight, each on a fresh simulated engine."""
+    from benchmarks.interleaved import opened
+    from benchmarks.waves import run_waves
+    from interplay.generator.runtime.run import Generation
+
+    n, mif = config.num_dialogues, config.max_in_flight
+    variants: dict[str, Any] = {}
+
+    async def interleaved(engine: SimEngine) -> list[Request]:
+        recorded, rlog = recording(sim_clients(config, tokenizer, titles, engine, spread))
+        await Generation(config, work / "a", overwrite=True).run(opened(recorded))
+        return rlog.in_submission_order()
+
+    engine, requests, cpu = await _on_engine(gpu, interleaved)
+    variants["a_interleaved"] = _figures(engine, requests, n, cpu)
+
+    async def waves(engine: SimEngine) -> tuple[list[Request], dict]:
+        recorded, rlog = recording(sim_clients(config, tokenizer, titles, engine, spread))
+        _, info = await run_waves(config, recorded, work / "b")
+        return rlog.requests, info
+
+    engine, (wave_requests, info), cpu = await _on_engine(gpu, waves)
+    variants["b_waves"] = {**_figures(engine, wave_requests, n, cpu), **info}
+
+    async def replay(engine: SimEngine) -> None:
+        semaphore = asyncio.Semaphore(mif)  # (a)'s concurrency; waiters take it first in, first out
+
+        async def one(req: Request) -> None:
+            async with semaphore:
+                await engine.generate(req.prompt, req.num_output_tokens)
+
+        await asyncio.gather(*(one(r) for r in requests))
+
+    engine, _, cpu = await _on_engine(gpu, replay)
+    variants["d_replay"] = _figures(engine, requests, n, cpu)
+    tok = {k: v["output_tok_per_s"] for k, v in variants.items()}
+    return {"max_in_flight": mif, "num_dialogues": n, "spread": spread,
+            "a_over_b": ratio(tok["a_interleaved"], tok["b_waves"]),
+            "a_over_d": ratio(tok["a_interleaved"], tok["d_replay"]),
+            "d_over_b": ratio(tok["d_replay"], tok["b_waves"]), "variants": variants}
+
+
+def simulated_gpu(max_in_flight: Sequence[int] = (1024, 4096), num_dialogues: int | None = None, *,
+                  spread: float = EMBEDDED_SPREAD, spreads: Sequence[float] = SPREADS,
+                  config_path: str | None = None, settings: Sequence[str] = (), tokenizer: str = "smollm2",
+                  gpu: GpuModel | None = None) -> dict[str, Any]:
+    """(a), (b), (d) on the simulated GPU at each max_in_flight (num_dialogues: default max(3 x max_in_flight,
+    MIN_DIALOGUES)), and at the largest max_in_flight once more for each of `spreads`. Returns simulated tokens/s
+    ratios: a_over_b, a_over_d (at the largest max_in_flight and `spread`), by_max_in_flight, by_spread, targets,
+    every run's figures, the model's parameters and the machine. Everything is labelled as a simulation. Each run
+    has its own asyncio.run, so call it from synchronous code."""
+    from interplay.generator.config import load_config, parse_override
+    from interplay.generator.inputs.catalog import Catalog
+    from interplay.generator.runtime.run import resolve_seeds
+
+    gpu = gpu or GpuModel()
+    base = load_config(config_path or str(ROOT / "configs" / "embedded.yaml"),
+                       dict(parse_override(s) for s in settings))
+    tok = make_tokenizer(tokenizer, base.engine_args("user")["model"] if tokenizer == "smollm2" else None)
+    titles = [item.display for item, _ in zip(Catalog.load(resolve_seeds(base)[1]), range(500))]
+    largest = max(max_in_flight)
+    points = [(m, spread) for m in max_in_flight] + [(largest, s) for s in spreads if s != spread]
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="interplay-gpu-sim-") as tmp:
+        for m, s in points:
+            n = num_dialogues or max(3 * m, MIN_DIALOGUES)
+            log(f"simulated GPU: {n} dialogues, max_in_flight={m}, spread={s}")
+            config = base.model_validate({**base.model_dump(), "num_dialogues": n, "max_in_flight": m,
+                                          "dialogues_per_shard": max(n, 1)})
+            run = asyncio.run(compare(config, tok, titles, Path(tmp), spread=s, gpu=gpu))
+            log(f"  a/b {run['a_over_b']}, a/d {run['a_over_d']} (simulated output tok/s: "
+                + ", ".join(f"{k} {v['output_tok_per_s']:.0f}" for k, v in run["variants"].items()) + ")")
+            runs.append(run)
+    main = next(r for r in runs if r["max_in_flight"] == largest and r["spread"] == spread)
+    return {"simulation": LABEL, "gpu_model": gpu.describe(), "spread": spread, "tokenizer": tokenizer,
+            "a_over_b": main["a_over_b"], "a_over_d": main["a_over_d"], "d_over_b": main["d_over_b"],
+            "by_max_in_flight": {str(r["max_in_flight"]): {k: r[k] for k in ("a_over_b", "a_over_d", "d_over_b")}
+                                 for r in runs if r["spread"] == spread},
+            "by_spread": [{k: r[k] for k in ("spread", "a_over_b", "a_over_d", "d_over_b")}
+                          for r in sorted((r for r in runs if r["max_in_flight"] == largest),
+                                          key=lambda r: r["spread"])],
+            "targets": targets(main), "runs": runs, "machine": machine()}
+
+
+def targets(run: dict[str, Any]) -> dict[str, Any]:
+    m = run["max_in_flight"]
+    return {f"a_over_d >= {TARGETS['a_over_d_min']} at {m} in flight (simulated)":
+            {"value": run["a_over_d"], "met": (run["a_over_d"] or 0) >= TARGETS["a_over_d_min"]},
+            f"a_over_b >= {TARGETS['a_over_b_min']} at {m} in flight (simulated)":
+            {"value": run["a_over_b"], "met": (run["a_over_b"] or 0) >= TARGETS["a_over_b_min"],
+             "ceiling_d_over_b": run["d_over_b"]}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_sim", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-in-flight", type=int, nargs="+", default=[1024, 4096])
+    parser.add_argument("--dialogues", type=int,
+                        help=f"dialogues per run (default 3 x max_in_flight, at least {MIN_DIALOGUES})")
+    parser.add_argument("--spread", type=float, default=EMBEDDED_SPREAD,
+                        help=f"coefficient of variation of reply lengths (default {EMBEDDED_SPREAD}, the embedded "
+                             "corpora's)")
+    parser.add_argument("--spreads", type=float, nargs="*", default=list(SPREADS),
+                        help="other spreads, run at the largest max_in_flight")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "embedded.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--tokenizer", default="smollm2", choices=["smollm2", "simple"])
+    parser.add_argument("--gpu", action="append", default=[], metavar="PARAMETER=VALUE",
+                        help="override a parameter of the step-time model (benchmarks/gpu_model.py GpuModel), e.g. "
+                             "kv_cache_tokens=4000000")
+    args = parser.parse_args(argv)
+    fields = GpuModel.__dataclass_fields__
+    try:
+        overrides = {k: type(getattr(GpuModel, k))(v) for k, _, v in (g.partition("=") for g in args.gpu)}
+    except (AttributeError, ValueError) as e:
+        parser.error(f"--gpu: {e}; parameters: {', '.join(fields)}")
+    started = time.perf_counter()
+    out = simulated_gpu(args.max_in_flight, args.dialogues, spread=args.spread, spreads=args.spreads,
+                        config_path=args.config, settings=args.set, tokenizer=args.tokenizer,
+                        gpu=GpuModel(**overrides))
+    out["real_wall_s"] = round(time.perf_counter() - started, 1)
+    out["results"] = str(write_results("gpu-sim", out))
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
