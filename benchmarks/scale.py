@@ -217,7 +217,10 @@ def summary(n: int, scale: dict[str, Any], gpu: dict[str, Any] | None) -> dict[s
         "max_loop_stall_ms_by_shard_rows": {"1000": whole["max_loop_stall_ms"], "50": max(stalls[1:])},
         "resume_first_turn_s": scale["resume_first_turn_s"], "status_s": scale["status_s"],
         "manifest_bytes": scale["manifest_bytes"],
-        "simulated_gpu": gpu,
+        "simulated_gpu": None if gpu is None else {
+            "simulation": gpu["simulation"],
+            **{n: {k: r[k] for k in ("a_over_b", "a_over_d", "d_over_b")} for n, r in gpu["by_max_in_flight"].items()},
+            "by_spread_at_4096": gpu["by_spread"]},
     }
 
 
@@ -292,16 +295,17 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     gpu = None
     if not args.skip_gpu_sim:
-        from benchmarks.gpu_sim import simulated_gpu_figures
+        from benchmarks.gpu_sim import simulated_gpu
 
-        log("simulated GPU shape: 1024 and 4096 in flight")
-        gpu = simulated_gpu_figures()
+        log("simulated GPU shape (benchmarks/gpu_sim.py): 1024 and 4096 in flight, three reply-length spreads")
+        gpu = simulated_gpu(max_in_flight=(1024, 4096), tokenizer=args.tokenizer)
     result = summary(args.dialogues, scale, gpu)
     result["targets"] = targets(result, scale["runs"]["1000"]["wall_s"])
     out = {"scale": scale, "machine": host, "command": "python -m benchmarks.scale " + " ".join(argv or sys.argv[1:])}
     Path(args.results).mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    (Path(args.results) / f"scale-{stamp}.json").write_text(json.dumps({**out, "result": result}, indent=1))
+    (Path(args.results) / f"scale-{stamp}.json").write_text(json.dumps({**out, "simulated_gpu": gpu, "result": result},
+                                                                      indent=1))
     print(json.dumps(result))
     return 0
 
