@@ -150,3 +150,10 @@ def test_baseline_run_same_schema_plan_and_mode(tmp_path: Path, make_config) -> 
         assert "different config" in str(e)
     else:
         raise AssertionError("an Interplay run must not resume a baseline directory")
+
+
+def test_baseline_sends_no_seed_under_sampling_seeds_none(tmp_path: Path, make_config) -> None:
+    log = EngineLog()
+    config = make_config(num_dialogues=4, sampling_seeds="none")
+    asyncio.run(BaselineGeneration(config, tmp_path / "b").run(fake_open_engines(make_clients(log, replies=replies))))
+    assert len(log.calls) == 4 and {c.seed for c in log.calls} == {None}

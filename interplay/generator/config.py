@@ -7,6 +7,7 @@
     recommender: {engine: {}, adapter: null, sampling: {...}, num_candidates: 5}
     seeds: {source: movielens}    # or {source: file, path: seeds.parquet, catalog: catalog.parquet}
     conversation: {max_turns: 10}
+    sampling_seeds: per_turn      # or none: requests carry no seed
     max_in_flight: 64
     dialogues_per_shard: 100
     num_dialogues: 200
@@ -151,7 +152,12 @@ class GenerateConfig(_Strict):
     recommender: RecommenderConfig = Field(default_factory=RecommenderConfig)
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     conversation: ConversationConfig = Field(default_factory=ConversationConfig)
-    seed: int = Field(0, description="run seed: per-turn sampling seeds derive from it")
+    seed: int = Field(0, description="run seed: the reference protocol's shortlists and, with sampling_seeds: "
+                                     "per_turn, each request's sampling seed derive from it")
+    sampling_seeds: Literal["per_turn", "none"] = Field(
+        "per_turn", description="per_turn: each request carries a seed derived from (seed, conversation, turn); "
+                                "none: requests carry no seed and vLLM samples from its own generator. Neither "
+                                "makes regenerated text identical (vLLM's seeded sampling is not batch-invariant)")
     num_dialogues: int = Field(200, ge=1, description="the first N conversations of the run's order")
     max_in_flight: int = Field(64, ge=1, description="conversations active at once")
     dialogues_per_shard: int = Field(100, ge=1, description="rows per Parquet shard")
@@ -224,6 +230,11 @@ class GenerateConfig(_Strict):
     def constrain_to_candidates(self) -> bool:
         on = self.recommender.constrain_to_candidates
         return (self.protocol == "reference" if on is None else on) and self.num_candidates > 0
+
+    @property
+    def sampling_run_seed(self) -> int | None:
+        """What per-turn sampling seeds derive from (dialogue/conversation.py turn_seed); None: no seeds."""
+        return self.seed if self.sampling_seeds == "per_turn" else None
 
     def sampling(self, role: str) -> dict[str, Any]:
         return {**DEFAULT_SAMPLING, **getattr(self, role).sampling}

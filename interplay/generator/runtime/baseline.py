@@ -17,7 +17,7 @@ reads both alike. What differs, and is recorded:
 - the request's token counts are all on the first turn, whose `raw_text` holds the whole output;
 - a dialogue whose text ends before the user accepts or gives up ends as `bad_reply`.
 
-Same plan (conversation i = seed i), ids and per-conversation sampling seed derivation as a normal run, so
+Same plan (conversation i = seed i), ids and sampling seeds (sampling_seeds) as a normal run, so
 `--num-dialogues N` means the same N seeds; resume works the same way.
 """
 
@@ -196,8 +196,9 @@ class BaselineGeneration(Generation):
                                                f"> max_model_len {client.max_model_len}")
             return
         try:
-            completion = await client.generate(f"{conv.conversation_id}@0", prompt,
-                                               turn_seed(self.config.seed, conv.conversation_id, 0))
+            run_seed = self.config.sampling_run_seed
+            seed = None if run_seed is None else turn_seed(run_seed, conv.conversation_id, 0)
+            completion = await client.generate(f"{conv.conversation_id}@0", prompt, seed)
         except (EngineDead, asyncio.CancelledError):
             raise
         except Exception as e:  # one failed request ends only its own conversation

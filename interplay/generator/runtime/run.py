@@ -157,7 +157,8 @@ class Generation:
                 self.scheduler = scheduler = Scheduler(
                     clients, prompt_messages(cfg, self.catalog), catalog=self.catalog,
                     parser=ReplyParser(cfg.conversation.accept_marker, cfg.conversation.quit_marker),
-                    max_turns=cfg.conversation.max_turns, max_in_flight=cfg.max_in_flight, run_seed=cfg.seed,
+                    max_turns=cfg.conversation.max_turns, max_in_flight=cfg.max_in_flight,
+                    run_seed=cfg.sampling_run_seed,
                     on_finished=on_finished, reference=cfg.protocol == "reference")
                 plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
                                  done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,

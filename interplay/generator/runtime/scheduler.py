@@ -31,8 +31,9 @@ class RoleClient(Protocol):
 
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]: ...
 
-    # `regex` (only passed when set): the reply must match it, by the engine's structured outputs.
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+    # `seed`: None sends no seed (sampling_seeds: none). `regex` (only passed when set): the reply must match it,
+    # by the engine's structured outputs.
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None, *,
                        regex: str | None = None) -> Completion: ...
 
 
@@ -49,12 +50,13 @@ class SchedulerStats:
 class Scheduler:
     def __init__(self, clients: dict[str, RoleClient],
                  messages: Callable[[Conversation, str], list[dict[str, str]]], *,
-                 catalog: Catalog, parser: ReplyParser, max_turns: int, max_in_flight: int, run_seed: int,
+                 catalog: Catalog, parser: ReplyParser, max_turns: int, max_in_flight: int, run_seed: int | None,
                  on_finished: Callable[[Conversation], None], reference: bool = False):
         self.clients = clients
         self.messages = messages  # (conversation, role) -> that role's chat messages
         self.catalog, self.parser = catalog, parser
-        self.max_turns, self.max_in_flight, self.run_seed = max_turns, max_in_flight, run_seed
+        self.max_turns, self.max_in_flight = max_turns, max_in_flight
+        self.run_seed = run_seed  # None: requests carry no sampling seed
         self.on_finished = on_finished
         self.reference = reference  # the reference protocol: acceptance follows the grounding of the target
         self.stats = SchedulerStats()
@@ -92,6 +94,9 @@ class Scheduler:
             self.stats.by_outcome[conv.outcome.value] = self.stats.by_outcome.get(conv.outcome.value, 0) + 1
             self.on_finished(conv)
 
+    def seed_for(self, conv: Conversation, turn: int) -> int | None:
+        return None if self.run_seed is None else turn_seed(self.run_seed, conv.conversation_id, turn)
+
     async def step(self, conv: Conversation) -> None:
         """Run the conversation's next turn."""
         role = conv.next_role
@@ -105,7 +110,7 @@ class Scheduler:
         try:
             constraint = {"regex": conv.pending_regex} if conv.pending_regex else {}
             completion = await client.generate(f"{conv.conversation_id}@{turn}", prompt,
-                                               turn_seed(self.run_seed, conv.conversation_id, turn), **constraint)
+                                               self.seed_for(conv, turn), **constraint)
         except (EngineDead, asyncio.CancelledError):
             raise
         except Exception as e:  # one failed request ends only its own conversation
