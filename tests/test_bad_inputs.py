@@ -22,13 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import CATALOG_ROWS, make_seeds
+from conftest import CATALOG_ROWS, make_seeds, require
 from fake_engine import fake_open_engines, make_clients
 from interplay.cli import main
 from interplay.generator.runtime import engine
 from interplay.generator.runtime.identity import file_digest
 
-pytest.importorskip("vllm")  # check_config, on the command line's path, reads vLLM's argument classes
+require("vllm")  # check_config, on the command line's path, reads vLLM's argument classes
 
 NUM = 12  # more conversations than the good seeds: seeds are reused, never short
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from interplay.prepare import default_model_dir
+from conftest import require_model
 
 pytestmark = pytest.mark.slow
 
@@ -42,9 +42,7 @@ def generate(out: Path, *extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def model() -> Path:
-    if not (default_model_dir() / "config.json").is_file():
-        pytest.skip("SmolLM2 not prepared (interplay prepare)")
-    return default_model_dir()
+    return require_model()
 
 
 def test_trained_user_adapter_is_served_by_vllm_and_changes_its_turns(model: Path, tmp_path: Path):
