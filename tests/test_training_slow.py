@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "training"
 EMBEDDED = ROOT / "configs" / "embedded.yaml"
+# Per-turn seeds: the tuned and the base run sample with the same seeds, so only the adapter makes them differ.
 SMALL = ["--num-dialogues", "4", "--set", "conversation.max_turns=2", "--set", "user.sampling.max_tokens=24",
-         "--set", "recommender.sampling.max_tokens=24", "--set", "max_in_flight=4"]
+         "--set", "recommender.sampling.max_tokens=24", "--set", "max_in_flight=4", "--set", "sampling_seeds=per_turn"]
 
 
 def interplay(*args: str, log: Path | None = None) -> subprocess.CompletedProcess:
