@@ -302,10 +302,10 @@ def test_adapter_on_an_engine_without_lora(tmp_path: Path, generate) -> None:
 
 def test_output_holding_a_different_run(tmp_path: Path, generate) -> None:
     check_complete(generate())
-    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
     line = generate(config={"conversation": {"max_turns": 6}}).error()
     assert "holds a run with a different config" in line and "--overwrite" in line
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()} == before
 
 
 def test_output_holding_other_files(tmp_path: Path, generate) -> None:

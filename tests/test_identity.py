@@ -120,6 +120,17 @@ def test_a_retrained_adapter_refuses_the_resume_and_names_it(tmp_path, make_conf
         Generation(config, out)
 
 
+def test_another_interplay_version_refuses_the_resume(tmp_path, make_config, monkeypatch):
+    """Its parsing, grounding and ending rules decide the dialogues too."""
+    import interplay
+
+    out, config = tmp_path / "out", make_config(num_dialogues=5)
+    run(config, out)
+    monkeypatch.setattr(interplay, "__version__", "999.0")
+    with pytest.raises(OutputError, match="differs in: interplay"):
+        Generation(config, out)
+
+
 def test_inputs_are_on_record_before_the_first_shard(tmp_path, make_config):
     out = tmp_path / "out"
     Generation(make_config(num_dialogues=5), out)  # opened, nothing generated (a run killed right after start)
