@@ -164,7 +164,7 @@ class Request:
     order: int                 # submission order within the run
     role: str
     prompt: array              # token ids (array('i'): a run holds thousands)
-    seed: int
+    seed: int | None           # None: sent without a seed (sampling_seeds: none)
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
@@ -175,7 +175,7 @@ class RequestLog:
     requests: list[Request] = field(default_factory=list)
     _order: Iterator[int] = field(default_factory=itertools.count)
 
-    def submitted(self, role: str, prompt: Sequence[int], seed: int) -> Request:
+    def submitted(self, role: str, prompt: Sequence[int], seed: int | None) -> Request:
         req = Request(next(self._order), role, array("i", prompt), seed)
         return req
 
@@ -200,7 +200,7 @@ class RecordingClient:
     def render(self, messages: list[dict[str, str]], cache: Any = None) -> list[int]:
         return self.inner.render(messages, cache)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, **kw: Any) -> Completion:
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None, **kw: Any) -> Completion:
         req = self.log.submitted(self.role, prompt_token_ids, seed)
         completion = await self.inner.generate(request_id, prompt_token_ids, seed, **kw)
         self.log.done(req, completion)

@@ -39,6 +39,7 @@ async def run_waves(config: GenerateConfig, clients: dict[str, Any], out_dir: st
     parser = ReplyParser(config.conversation.accept_marker, config.conversation.quit_marker)
     messages = prompt_messages(config, catalog)
     max_turns = config.conversation.max_turns
+    run_seed = config.sampling_run_seed  # as the scheduler sends them
     plan = iter_plan(seeds_path, num_valid=scan.num_valid, num_dialogues=config.num_dialogues, done=set(),
                      max_summary_chars=config.seeds.max_summary_chars)
     active: list[Conversation] = []
@@ -60,7 +61,8 @@ async def run_waves(config: GenerateConfig, clients: dict[str, Any], out_dir: st
                 continue
             turn = len(conv.turns)
             jobs.append((conv, client.generate(f"{conv.conversation_id}@{turn}", prompt,
-                                               turn_seed(config.seed, conv.conversation_id, turn))))
+                                               None if run_seed is None else
+                                               turn_seed(run_seed, conv.conversation_id, turn))))
         results = await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
         num_waves += 1
         wave_sizes.append(len(jobs))

@@ -4,8 +4,8 @@ tokenising, parsing, grounding, building rows, writing Parquet) and nothing of t
 
 Replies: user turns of 3 to 40 words, some ending with the accept or quit marker; recommender turns of 8 to 60
 words naming one to three titles from the run's own catalog as "Title (Year)", so grounding works on the real
-index. A reply is picked from the per-request seed, so the runs are deterministic. Token counts of the replies
-are computed once with the same tokenizer.
+index. A reply is picked from the per-request seed (or the request id when there is none), so the runs are
+deterministic. Token counts of the replies are computed once with the same tokenizer.
 
 Rendering is the engine layer's: the same PromptRenderer (interplay/generator/dialogue/rendering.py) on the same SmolLM2
 tokenizer, loaded with transformers rather than through a vLLM engine (tokenizer="smollm2"), or a cheap word-hash
@@ -120,11 +120,12 @@ class ZeroLatencyClient:
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
         return self.tokenizer.render(messages, cache)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None, *,
                        regex: str | None = None) -> Completion:
         await asyncio.sleep(0)
         self.num_calls += 1
-        text, num_tokens = self.replies[seed % len(self.replies)]
+        key = zlib.crc32(request_id.encode()) if seed is None else seed  # no seed: still one reply per request
+        text, num_tokens = self.replies[key % len(self.replies)]
         return Completion(text, len(prompt_token_ids), min(num_tokens, self.max_tokens), 0, "stop")
 
 

@@ -1,10 +1,14 @@
-"""Shared fixtures: a small catalog, seed files and a GenerateConfig whose inputs live in tmp_path."""
+"""Shared fixtures: a small catalog, seed files and a GenerateConfig whose inputs live in tmp_path; and `require`,
+which skips a test whose environment is missing here but fails it under CI."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,6 +28,36 @@ CATALOG_ROWS = [
     {"item_id": "m7", "title": "Groundhog Day", "year": 1993, "attributes": {"genres": ["Comedy"]}},
 ]
 ITEM_IDS = [r["item_id"] for r in CATALOG_ROWS]
+
+
+def is_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(what: str) -> None:
+    """Skip, here; under CI (the variable CI set, as CI services do and .ci/run does), fail: CI installs vLLM and
+    prepares the model first (make test), so a missing piece there is a broken environment, and whole modules of
+    skipped tests would pass it silently. Works at module level too."""
+    if is_ci():
+        pytest.fail(f"{what}; CI must run every test (make test installs and prepares everything)", pytrace=False)
+    pytest.skip(what, allow_module_level=True)
+
+
+def require(module: str) -> ModuleType:
+    """pytest.importorskip that fails under CI. Any exception counts, not only ImportError: a broken install
+    (a missing shared library, a version clash) is as missing as an absent one."""
+    try:
+        return importlib.import_module(module)
+    except Exception as e:
+        missing(f"{module} cannot be imported ({type(e).__name__}: {e})")
+        raise  # not reached: missing() raises
+
+
+def require_model() -> Path:
+    """The embedded SmolLM2 directory (`interplay prepare`), or skip here / fail under CI."""
+    if not (default_model_dir() / "config.json").is_file():
+        missing(f"SmolLM2 not prepared in {default_model_dir()} (interplay prepare)")
+    return default_model_dir()
 
 
 def make_catalog() -> Catalog:
@@ -109,8 +143,5 @@ def tokenizer(request, tmp_path_factory):
         from fixtures.training.tiny import build_tokenizer
 
         return build_tokenizer(tmp_path_factory.mktemp("tok"))
-    if not (default_model_dir() / "tokenizer.json").is_file():
-        pytest.skip("SmolLM2 not prepared (interplay prepare)")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(default_model_dir()))
+    model = require_model()
+    return require("transformers").AutoTokenizer.from_pretrained(str(model))

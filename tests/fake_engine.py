@@ -1,7 +1,8 @@
 """A fake engine with the real RoleClient interface, for scheduler and run tests without vLLM.
 
 Replies are chosen deterministically from the per-request seed, so a conversation regenerated with the same
-turn seeds is identical however the requests were scheduled. Latencies vary per request (and can be overridden
+turn seeds is identical however the requests were scheduled; a request sent without a seed (sampling_seeds:
+none) is keyed by its request id instead, so runs stay deterministic. Latencies vary per request (and can be overridden
 per request), and every call is recorded together with the number of requests in flight, so tests can assert
 on concurrency, ordering and exactly-once behaviour.
 """
@@ -46,14 +47,19 @@ RECOMMENDER_REPLIES = (
 )
 CANNED = {"user": USER_REPLIES, "recommender": RECOMMENDER_REPLIES}
 
-ReplyFn = Callable[[str, int], str]       # (request_id, seed) -> reply text
-DelayFn = Callable[[str, int], float]     # (request_id, seed) -> seconds
+ReplyFn = Callable[[str, int], str]       # (request_id, key) -> reply text; key: the seed, see request_key
+DelayFn = Callable[[str, int], float]     # (request_id, key) -> seconds
 Predicate = Callable[[str], bool]         # request_id -> bool
 
 
 def default_delay(request_id: str, seed: int) -> float:
     """0.2 to 2 ms, varying with the seed."""
     return 0.0002 * (1 + seed % 10)
+
+
+def request_key(request_id: str, seed: int | None) -> int:
+    """What picks a reply and a delay: the seed, or the request id when the request carries none."""
+    return zlib.crc32(request_id.encode()) if seed is None else seed
 
 
 def split_request_id(request_id: str) -> tuple[str, int]:
@@ -69,7 +75,7 @@ class Call:
     conversation_id: str
     turn: int
     prompt_len: int
-    seed: int
+    seed: int | None
     submitted: float
     finished: float | None = None
     result: str = "pending"   # "ok", "error", "dead", "cancelled"
@@ -142,7 +148,7 @@ class FakeClient:
             ids += [10 + zlib.crc32(w.encode()) % 30000 for w in m["content"].split()]
         return ids
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None, *,
                        regex: str | None = None) -> Completion:
         log = self.log
         conversation_id, turn = split_request_id(request_id)
@@ -161,7 +167,8 @@ class FakeClient:
         if self.on_submit is not None:
             self.on_submit(request_id)
         try:
-            delay = self.delay(request_id, seed) if callable(self.delay) else self.delay
+            key = request_key(request_id, seed)
+            delay = self.delay(request_id, key) if callable(self.delay) else self.delay
             await asyncio.sleep(delay)
             if self.dead_on is not None and self.dead_on(request_id):
                 call.result = "dead"
@@ -169,7 +176,7 @@ class FakeClient:
             if self.fail_on is not None and self.fail_on(request_id):
                 call.result = "error"
                 raise RuntimeError(f"boom at {request_id}")
-            text = self.reply(request_id, seed)
+            text = self.reply(request_id, key)
             call.result, call.text = "ok", text
             return Completion(text, len(prompt_token_ids), len(text.split()) + 1,
                               len(prompt_token_ids) // 2, "stop")
@@ -183,10 +190,10 @@ class FakeClient:
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
-    def reply(self, request_id: str, seed: int) -> str:
+    def reply(self, request_id: str, key: int) -> str:
         if callable(self.replies):
-            return self.replies(request_id, seed)
-        return random.Random(seed).choice(list(self.replies))
+            return self.replies(request_id, key)
+        return random.Random(key).choice(list(self.replies))
 
 
 def make_clients(log: EngineLog | None = None, *, user: dict[str, Any] | None = None,

@@ -22,13 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import CATALOG_ROWS, make_seeds
+from conftest import CATALOG_ROWS, make_seeds, require
 from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.cli import main
 from interplay.generator.runtime import engine
 from interplay.generator.runtime.identity import file_digest
 
-pytest.importorskip("vllm")  # check_config, on the command line's path, reads vLLM's argument classes
+require("vllm")  # check_config, on the command line's path, reads vLLM's argument classes
 
 NUM = 12  # more conversations than the good seeds: seeds are reused, never short
 
@@ -328,10 +328,10 @@ def test_adapter_on_an_engine_without_lora(tmp_path: Path, generate) -> None:
 
 def test_output_holding_a_different_run(tmp_path: Path, generate) -> None:
     check_complete(generate())
-    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
     line = generate(config={"conversation": {"max_turns": 6}}).error()
     assert "holds a run with a different config" in line and "--overwrite" in line
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()} == before
 
 
 def test_output_holding_other_files(tmp_path: Path, generate) -> None:

@@ -160,7 +160,7 @@ def test_baseline_run_same_schema_plan_and_mode(tmp_path: Path, make_config) -> 
 
 
 def test_baseline_runs_through_the_scheduler(tmp_path: Path, make_config) -> None:
-    config = make_config(num_dialogues=12, max_in_flight=3, seed=5)
+    config = make_config(num_dialogues=12, max_in_flight=3, seed=5, sampling_seeds="per_turn")
     log = EngineLog()
     generation = BaselineGeneration(config, tmp_path / "baseline")
     progress = io.StringIO()
@@ -204,3 +204,10 @@ def test_baseline_first_ctrl_c_stops_the_scheduler_and_finishes_active_dialogues
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     manifest = asyncio.run(BaselineGeneration(config, out).run(fake_open_engines(make_clients(replies=replies))))
     assert manifest["status"] == "complete" and manifest["totals"]["num_dialogues"] == 20
+
+
+def test_baseline_sends_no_seed_under_sampling_seeds_none(tmp_path: Path, make_config) -> None:
+    log = EngineLog()
+    config = make_config(num_dialogues=4, sampling_seeds="none")
+    asyncio.run(BaselineGeneration(config, tmp_path / "b").run(fake_open_engines(make_clients(log, replies=replies))))
+    assert len(log.calls) == 4 and {c.seed for c in log.calls} == {None}

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import require
 from interplay.cli import main
 from interplay.common.roles import ROLES
 from interplay.generator.config import ConfigError, GenerateConfig, load_config, parse_override
 from interplay.generator.runtime.engine import check_config
 
-pytest.importorskip("vllm")  # check_config's own import of vLLM, paid once here
+require("vllm")  # check_config's own import of vLLM, paid once here
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -15,6 +15,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import require
 from fake_engine import fake_open_engines, make_clients
 from interplay.cli import main
 from interplay.common.partition import Partition, partition_of
@@ -110,7 +111,7 @@ def test_cli_checks_partition_flags(tmp_path: Path, make_config, capsys):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
+    ray = require("ray")
     # Workers import the test's fake engine by name: put tests/ on their path. Nothing leaves this machine.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})

@@ -5,7 +5,7 @@ joined, and each shell command on a line is checked:
 
     interplay ...            parsed by the real parser (interplay.cli._parser()), flags spelled out in full
                              (no abbreviations); --set keys exist in the config they set; --config files exist
-    python -m MODULE ...     the module imports; `-m interplay` and `-m benchmarks.throughput` arguments parse
+    python -m MODULE ...     the module imports; `-m interplay`, `-m benchmarks.throughput` and `.seeds` arguments parse
     make TARGET ...          the target is in the Makefile; CONFIG=... names an existing file
     pip install -e ".[x,y]"  the extras exist in pyproject.toml
 
@@ -203,14 +203,14 @@ def python_module_problem(argv: list[str]) -> str | None:
         imported = importlib.import_module(module)
     except ImportError as e:
         return f"python -m {module}: does not import ({e})"
-    if module == "benchmarks.throughput":
+    if module in ("benchmarks.throughput", "benchmarks.seeds"):
         _, error = parse(_ThroughputParser(imported), rest)
         return error
     return None
 
 
 class _ThroughputParser:
-    """benchmarks.throughput builds its parser inside parse_args: parse through that."""
+    """benchmarks.throughput and .seeds build their parser inside parse_args: parse through that."""
 
     def __init__(self, module: typing.Any):
         self.module = module

@@ -23,8 +23,8 @@ from interplay.generator.runtime.run import Generation
 HUB_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # no file is read for a hub id: the hash is path-independent
 
 # Update only on purpose (and say so in the commit): every corpus made before is refused on resume.
-GOLDEN_CONFIG_HASH = "9b4bada3c19f7779"  # protocol, num_candidates, reply_openers, constrain_to_candidates
-GOLDEN_IDENTITY_HASH = "ff796d70898755c5"
+GOLDEN_CONFIG_HASH = "0ac20fa69c33edb6"  # ... constrain_to_candidates, sampling_seeds
+GOLDEN_IDENTITY_HASH = "4a11889aab58433a"
 
 
 def test_config_hash_golden_value():
@@ -52,7 +52,7 @@ def test_speed_and_memory_keys_leave_the_hash_alone_and_are_recorded(key, value)
 
 @pytest.mark.parametrize("key,value", [("engine.max_model_len", 999), ("engine.some_future_vllm_flag", 1),
                                        ("engine.dtype", "float32"), ("user.sampling.top_k", 5), ("seed", 3),
-                                       ("conversation.item_noun", "book")])
+                                       ("conversation.item_noun", "book"), ("sampling_seeds", "per_turn")])
 def test_every_other_key_is_identity_by_default(key, value):
     """An allow-list of runtime keys: an engine argument or config field nobody listed changes the hash."""
     assert load_config(None, {"engine.model": HUB_MODEL, key: value}).hash() != \
@@ -117,6 +117,17 @@ def test_a_retrained_adapter_refuses_the_resume_and_names_it(tmp_path, make_conf
     run(config, out)
     _adapter(adapter, b"\x03" * 64)
     with pytest.raises(OutputError, match="differs in: adapter.recommender"):
+        Generation(config, out)
+
+
+def test_another_interplay_version_refuses_the_resume(tmp_path, make_config, monkeypatch):
+    """Its parsing, grounding and ending rules decide the dialogues too."""
+    import interplay
+
+    out, config = tmp_path / "out", make_config(num_dialogues=5)
+    run(config, out)
+    monkeypatch.setattr(interplay, "__version__", "999.0")
+    with pytest.raises(OutputError, match="differs in: interplay"):
         Generation(config, out)
 
 

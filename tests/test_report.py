@@ -171,7 +171,9 @@ def test_headline_is_the_flat_dict_experiments_print(metrics: dict) -> None:
 
 @pytest.fixture
 def two_corpora(tmp_path: Path, make_config) -> tuple[Path, Path]:
-    config = make_config(num_dialogues=12, dialogues_per_shard=5)
+    # The fake engine picks replies by the turn seeds: these dialogues are the ones the assertions below expect
+    # (some end before any recommender turn).
+    config = make_config(num_dialogues=12, dialogues_per_shard=5, sampling_seeds="per_turn")
     a, b = tmp_path / "interplay", tmp_path / "baseline"
     asyncio.run(Generation(config, a).run(fake_open_engines(make_clients())))
     asyncio.run(BaselineGeneration(config, b).run(fake_open_engines(make_clients(replies=baseline_replies))))

@@ -20,6 +20,7 @@ from conftest import logged, make_catalog, make_seeds
 from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.common.roles import ROLES
 from interplay.generator.config import GenerateConfig
+from interplay.generator.dialogue.conversation import turn_seed
 from interplay.generator.inputs.seeds import write_seeds
 from interplay.generator.output.records import SCHEMA
 from interplay.generator.output.writer import OutputError
@@ -146,6 +147,18 @@ def test_corpus_loads_with_datasets(tmp_path: Path, make_config, monkeypatch) ->
         assert [m["role"] for m in msgs] == ["user", "assistant"] * (len(msgs) // 2) + ["user"] * (len(msgs) % 2)
         assert all(isinstance(m["content"], str) and m["content"] for m in msgs)
         assert [m["content"] for m in msgs] == [t["text"] for t in row["turns"]]
+
+
+@pytest.mark.parametrize("setting", ["per_turn", "none"])
+def test_sampling_seeds_decides_what_each_request_carries(tmp_path: Path, make_config, setting: str) -> None:
+    """per_turn: the seed of (run seed, conversation, turn); none: no seed at all (vLLM's own generator). The
+    corpus holds every conversation exactly once either way, and the manifest records the setting."""
+    config = make_config(num_dialogues=8, sampling_seeds=setting)
+    manifest, log, _ = generate(config, tmp_path / "out")
+    expected = [turn_seed(7, c.conversation_id, c.turn) if setting == "per_turn" else None for c in log.calls]
+    assert log.calls and [c.seed for c in log.calls] == expected
+    assert sorted(r["conversation_index"] for r in rows(tmp_path / "out")) == list(range(8))
+    assert manifest["config"]["sampling_seeds"] == setting
 
 
 def test_prompt_messages_use_the_seed_and_each_side(make_config) -> None:

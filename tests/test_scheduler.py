@@ -32,7 +32,7 @@ def make_conversations(n: int) -> list[Conversation]:
 
 
 def make_scheduler(clients: dict[str, FakeClient], *, max_in_flight: int = 8, max_turns: int = 6,
-                   run_seed: int = 0, catalog: Catalog | None = None,
+                   run_seed: int | None = 0, catalog: Catalog | None = None,
                    on_finished: Callable[[Conversation], None] | None = None) -> tuple[Scheduler, list[Conversation]]:
     finished: list[Conversation] = []
 
@@ -282,6 +282,12 @@ def test_turn_seeds_are_per_conversation_and_turn() -> None:
     for call in log.calls:
         assert call.seed == turn_seed(3, call.conversation_id, call.turn)
     assert len({c.seed for c in log.calls}) == len(log.calls)
+
+
+def test_no_run_seed_sends_no_seed() -> None:
+    log = EngineLog()
+    _, finished = run(make_clients(log), make_conversations(10), max_in_flight=4, run_seed=None)
+    assert len(finished) == 10 and log.calls and {c.seed for c in log.calls} == {None}
 
 
 def scripted(script: dict[str, str]) -> Callable[[str, int], str]:

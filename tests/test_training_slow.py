@@ -13,15 +13,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from interplay.prepare import default_model_dir
+from conftest import require_model
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "training"
 EMBEDDED = ROOT / "configs" / "embedded.yaml"
+# Per-turn seeds: the tuned and the base run sample with the same seeds, so only the adapter makes them differ.
 SMALL = ["--num-dialogues", "4", "--set", "conversation.max_turns=2", "--set", "user.sampling.max_tokens=24",
-         "--set", "recommender.sampling.max_tokens=24", "--set", "max_in_flight=4"]
+         "--set", "recommender.sampling.max_tokens=24", "--set", "max_in_flight=4", "--set", "sampling_seeds=per_turn"]
 
 
 def interplay(*args: str, log: Path | None = None) -> subprocess.CompletedProcess:
@@ -42,9 +43,7 @@ def generate(out: Path, *extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def model() -> Path:
-    if not (default_model_dir() / "config.json").is_file():
-        pytest.skip("SmolLM2 not prepared (interplay prepare)")
-    return default_model_dir()
+    return require_model()
 
 
 def test_trained_user_adapter_is_served_by_vllm_and_changes_its_turns(model: Path, tmp_path: Path):

@@ -38,7 +38,7 @@ class FakeClient:
         self.rendered.append("".join(m["content"] for m in messages))
         return [len(self.rendered) - 1] * (1 + len(self.rendered[-1]) // 4)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int) -> Completion:
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None) -> Completion:
         self.prompts[request_id] = self.rendered[prompt_token_ids[0]]
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import require
 from fixtures.training.tiny import build_tiny
 from interplay.cli import main
 from interplay.training.config import load_train_config
 from interplay.training.errors import TrainingInputError
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
+torch = require("torch")
+require("peft")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "training"
 DATA = FIXTURES / "dialogues.jsonl"

@@ -17,8 +17,9 @@ from interplay.training import random_lora
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
+# Per-turn seeds: a run with adapters and one without sample with the same seeds, so only the adapters differ.
 SMALL = ["--num-dialogues", "4", "--set", "conversation.max_turns=2", "--set", "user.sampling.max_tokens=24",
-         "--set", "recommender.sampling.max_tokens=24", "--set", "max_in_flight=4"]
+         "--set", "recommender.sampling.max_tokens=24", "--set", "max_in_flight=4", "--set", "sampling_seeds=per_turn"]
 
 
 def make_lora(path: Path, *, rank: int, seed: int) -> Path:

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -213,3 +214,24 @@ def test_status_checks_the_files_behind_the_manifests(tmp_path, make_config):
     next(out.glob("shard-p001of002-*.parquet")).unlink()
     complete, table = report(out)
     assert not complete and "damaged" in table and "is missing" in table
+
+
+def test_a_shard_is_never_published_over_an_existing_one(tmp_path):
+    storage = Storage(tmp_path)
+    storage.write_table_atomic("shard-00000.parquet", pa.table({"x": [1]}), row_group_size=10)
+    before = (tmp_path / "shard-00000.parquet").read_bytes()
+    with pytest.raises(FileExistsError):
+        storage.write_table_atomic("shard-00000.parquet", pa.table({"x": [2]}), row_group_size=10)
+    assert (tmp_path / "shard-00000.parquet").read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_lease_deleted_by_hand_stops_the_writer_at_its_next_publish(tmp_path, make_config):
+    out = tmp_path / "out"
+    writer = CorpusWriter(out, config=make_config(num_dialogues=10).model_dump(mode="json"), config_hash="h" * 16,
+                          dialogues_per_shard=1)
+    (out / ".lease.json").unlink()
+    record = {"conversation_index": 0, "conversation_id": "s00", "seed_id": "s00", "messages": [], "turns": [],
+              "outcome": "error", "num_turns": 0}
+    with pytest.raises(OutputError, match="no longer holds"):
+        writer.add(record)
+    assert list(out.glob("*.parquet")) == []

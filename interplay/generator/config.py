@@ -7,6 +7,7 @@
     recommender: {engine: {}, adapter: null, sampling: {...}, num_candidates: 5}
     seeds: {source: movielens}    # or {source: file, path: seeds.parquet, catalog: catalog.parquet}
     conversation: {max_turns: 10}
+    sampling_seeds: none          # or per_turn: each request carries a seed of (seed, conversation, turn)
     max_in_flight: 64
     dialogues_per_shard: 100
     max_attempts: 3               # a conversation whose request failed is retried by reruns, up to this many tries
@@ -152,7 +153,15 @@ class GenerateConfig(_Strict):
     recommender: RecommenderConfig = Field(default_factory=RecommenderConfig)
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     conversation: ConversationConfig = Field(default_factory=ConversationConfig)
-    seed: int = Field(0, description="run seed: per-turn sampling seeds derive from it")
+    seed: int = Field(0, description="run seed: the reference protocol's shortlists and, with sampling_seeds: "
+                                     "per_turn, each request's sampling seed derive from it")
+    # Default none: per-turn seeds cost about a fifth of the output tok/s on the CPU engine (benchmarks/seeds.py,
+    # docs/configuration.md), for a reproducibility that vLLM does not guarantee.
+    sampling_seeds: Literal["none", "per_turn"] = Field(
+        "none", description="none: requests carry no seed, and vLLM samples them from its own generator; "
+                            "per_turn: each request carries a seed derived from (seed, conversation, turn), so the "
+                            "same run repeated the same way can repeat its text. Neither makes regenerated text "
+                            "identical (vLLM's seeded sampling is not batch-invariant)")
     num_dialogues: int = Field(200, ge=1, description="the first N conversations of the run's order")
     max_in_flight: int = Field(64, ge=1, description="conversations active at once")
     dialogues_per_shard: int = Field(100, ge=1, description="rows per Parquet shard")
@@ -229,6 +238,11 @@ class GenerateConfig(_Strict):
     def constrain_to_candidates(self) -> bool:
         on = self.recommender.constrain_to_candidates
         return (self.protocol == "reference" if on is None else on) and self.num_candidates > 0
+
+    @property
+    def sampling_run_seed(self) -> int | None:
+        """What per-turn sampling seeds derive from (dialogue/conversation.py turn_seed); None: no seeds."""
+        return self.seed if self.sampling_seeds == "per_turn" else None
 
     def sampling(self, role: str) -> dict[str, Any]:
         return {**DEFAULT_SAMPLING, **getattr(self, role).sampling}

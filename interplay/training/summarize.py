@@ -109,8 +109,9 @@ def parse_attributes(text: str, target: str | None) -> dict[str, list[str]] | No
 class Summarizer:
     """Two requests per dialogue on one RoleClient; prompts cut to fit the engine's max_model_len."""
 
-    def __init__(self, client: Any, *, item: str, run_seed: int, max_in_flight: int):
-        self.client, self.item, self.run_seed = client, item, run_seed
+    def __init__(self, client: Any, *, item: str, run_seed: int | None, max_in_flight: int):
+        self.client, self.item = client, item
+        self.run_seed = run_seed  # None: requests carry no sampling seed (sampling_seeds: none)
         self.gate = asyncio.Semaphore(max_in_flight)
         self.failed = 0
 
@@ -125,7 +126,12 @@ class Summarizer:
             evidence = evidence[:int(len(evidence) * budget / len(ids) * 0.9)]
         return None
 
-    async def _ask(self, request_id: str, prompt: list[int] | None, seed: int) -> str | None:
+    def _seed(self, d: Dialogue, k: int) -> int | None:
+        from interplay.generator.dialogue.conversation import turn_seed
+
+        return None if self.run_seed is None else turn_seed(self.run_seed, d.dialogue_id, k)
+
+    async def _ask(self, request_id: str, prompt: list[int] | None, seed: int | None) -> str | None:
         if prompt is None:
             return None
         async with self.gate:
@@ -139,19 +145,17 @@ class Summarizer:
         return completion.text
 
     async def one(self, index: int, d: Dialogue) -> Dialogue:
-        from interplay.generator.dialogue.conversation import turn_seed
-
         turns = _user_lines(d)
         summary, attrs = d.preference_summary, d.target_attributes
         tasks = []
         if summary is None:
             template, evidence = (SUMMARY_FROM_PERSONA, d.persona) if d.persona else (SUMMARY_FROM_TURNS, turns)
             tasks.append(self._ask(f"sum-{index}", self._prompt(template, evidence),
-                                   turn_seed(self.run_seed, d.dialogue_id, 0)))
+                                   self._seed(d, 0)))
         if not attrs:
             target = f"The {self.item} they finally wanted: {d.target_item}.\n" if d.target_item else ""
             tasks.append(self._ask(f"attr-{index}", self._prompt(ATTRIBUTES, turns, target=target),
-                                   turn_seed(self.run_seed, d.dialogue_id, 1)))
+                                   self._seed(d, 1)))
         answers = list(await asyncio.gather(*tasks))
         if summary is None:
             text = answers.pop(0)
@@ -196,7 +200,7 @@ async def summarize_parts(config: Any, parts: Iterator[list[Dialogue]], open_eng
             if todo and summarizer is None:
                 client = (await stack.enter_async_context(open_engines(config)))["user"]
                 model = client.model
-                summarizer = Summarizer(client, item=config.conversation.item_noun, run_seed=config.seed,
+                summarizer = Summarizer(client, item=config.conversation.item_noun, run_seed=config.sampling_run_seed,
                                         max_in_flight=config.max_in_flight)
             if todo:
                 done = await asyncio.gather(*(summarizer.one(index + i, part[i]) for i in todo))

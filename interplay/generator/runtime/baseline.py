@@ -18,7 +18,7 @@ reads both alike. What differs, and is recorded:
 - the request's token counts are all on the first turn, whose `raw_text` holds the whole output;
 - a dialogue whose text ends before the user accepts or gives up ends as `bad_reply`.
 
-Same plan (conversation i = seed i), ids and per-conversation sampling seed derivation as a normal run, so
+Same plan (conversation i = seed i), ids and sampling seeds (sampling_seeds) as a normal run, so
 `--num-dialogues N` means the same N seeds; resume, Ctrl-C, the stats and the progress bar work the same way.
 """
 

@@ -7,8 +7,8 @@ Topologies:
 
 Each role is served through a VllmRoleClient (the scheduler's RoleClient protocol on vLLM): render chat messages
 to token ids with the serving tokenizer (tokenising only what a turn added, see dialogue/rendering.py), and
-generate one turn with a per-request seed. Prompts
-go in as token ids, so what we count is what vLLM sees.
+generate one turn (with its per-turn seed under sampling_seeds: per_turn). Prompts go in as token ids, so what we
+count is what vLLM sees.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def check_config(config: GenerateConfig) -> None:
         for key in sampling:
             if key not in SamplingParams.__struct_fields__ or key.startswith("_") or key in ("seed", "output_kind"):
                 raise ConfigError(f"{role}.sampling.{key}: unknown or reserved sampling parameter "
-                                  "(seed is derived per conversation and turn)")
+                                  "(per-turn seeds: the top-level sampling_seeds)")
         try:
             SamplingParams(**sampling)
         except Exception as e:  # vLLM raises its own VLLMValidationError for bad values
@@ -131,8 +131,8 @@ def _engine_args(config: GenerateConfig, role: str) -> Any:
     args.setdefault("disable_log_stats", True)
     if current_platform.is_cpu():
         # vLLM's CPU worker crashes ("CPU Generator does not use offset") when a request with its own seed is
-        # split across prefill chunks; per-turn seeds are how we make regeneration reproducible, so the CPU
-        # default schedules whole prompts.
+        # split across prefill chunks (every request has one under sampling_seeds: per_turn), so the CPU default
+        # schedules whole prompts; under none as well, so that the two settings differ only in the seeds.
         args.setdefault("enable_chunked_prefill", False)
     return AsyncEngineArgs(**args)
 
@@ -170,13 +170,14 @@ class VllmRoleClient:
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
         return self._renderer.render(messages, cache)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None, *,
                        regex: str | None = None) -> Completion:
         from vllm.sampling_params import StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError
 
         params = self._params.clone()
-        params.seed = seed
+        if seed is not None:  # None: vLLM's own generator, and no per-request generator in its sampler
+            params.seed = seed
         if regex is not None:
             params.structured_outputs = StructuredOutputsParams(regex=regex)
         final = None

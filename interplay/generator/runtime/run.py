@@ -192,7 +192,7 @@ class Generation:
                                     in_flight=scheduler.stats.num_in_flight, refresh=False)
 
                 self.scheduler = scheduler = Scheduler(clients, self.policy(), max_in_flight=cfg.max_in_flight,
-                                                       run_seed=cfg.seed, on_finished=on_finished)
+                                                       run_seed=cfg.sampling_run_seed, on_finished=on_finished)
                 plan = iter_plan(self.seeds_path, num_valid=self.scan.num_valid, num_dialogues=cfg.num_dialogues,
                                  done=self.writer.done, max_summary_chars=cfg.seeds.max_summary_chars,
                                  owns=self._owns, known_items=self.catalog, require_target=self._require_target,

@@ -39,8 +39,9 @@ class RoleClient(Protocol):
 
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]: ...
 
-    # `regex` (only passed when set): the reply must match it, by the engine's structured outputs.
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+    # `seed`: None sends no seed (sampling_seeds: none). `regex` (only passed when set): the reply must match it,
+    # by the engine's structured outputs.
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None, *,
                        regex: str | None = None) -> Completion: ...
 
 
@@ -55,11 +56,12 @@ class SchedulerStats:
 
 
 class Scheduler:
-    def __init__(self, clients: dict[str, RoleClient], policy: TurnPolicy, *, max_in_flight: int, run_seed: int,
+    def __init__(self, clients: dict[str, RoleClient], policy: TurnPolicy, *, max_in_flight: int, run_seed: int | None,
                  on_finished: Callable[[Conversation], Awaitable[None] | None]):
         self.clients = clients
         self.policy = policy
-        self.max_in_flight, self.run_seed = max_in_flight, run_seed
+        self.max_in_flight = max_in_flight
+        self.run_seed = run_seed  # None: requests carry no sampling seed
         self.on_finished = on_finished
         self.stats = SchedulerStats()
         self.is_stopping = False
@@ -97,6 +99,9 @@ class Scheduler:
             if (waiting := self.on_finished(conv)) is not None:
                 await waiting  # the writer's back-pressure: this worker waits, the others go on
 
+    def seed_for(self, conv: Conversation, turn: int) -> int | None:
+        return None if self.run_seed is None else turn_seed(self.run_seed, conv.conversation_id, turn)
+
     async def step(self, conv: Conversation) -> None:
         """Send the conversation's next request and apply its answer."""
         request = self.policy.next_request(conv)
@@ -116,7 +121,7 @@ class Scheduler:
         try:
             constraint = {"regex": request.regex} if request.regex else {}
             completion = await client.generate(f"{conv.conversation_id}@{request.index}", prompt,
-                                               turn_seed(self.run_seed, conv.conversation_id, request.index),
+                                               self.seed_for(conv, request.index),
                                                **constraint)
         except (EngineDead, asyncio.CancelledError):
             raise
