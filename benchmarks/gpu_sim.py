@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,9 @@ class SimClient:
     def render(self, messages: list[dict[str, str]], cache: Any = None) -> list[int]:
         return self.tokenizer.render(messages, cache)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int, *,
+    async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None, *,
                        regex: str | None = None) -> Completion:
-        k = seed % len(self.texts)
+        k = (zlib.crc32(request_id.encode()) if seed is None else seed) % len(self.texts)  # one reply per request
         n = self.lengths[k]
         num_prompt, num_cached = await self.engine.generate(prompt_token_ids, n)
         return Completion(self.texts[k], num_prompt, n, num_cached, "length" if n >= self.max_tokens else "stop")

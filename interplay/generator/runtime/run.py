@@ -7,6 +7,7 @@ engine starts, so bad input costs seconds, not an engine start-up.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -182,6 +183,11 @@ class Generation:
                 roles = self.role_infos(clients)
                 started = time.time()
                 self.writer.start_clock()  # throughput counts generation, not engine start-up
+                # Everything built so far (catalog, tokenizer, engine) lives as long as the run. A full collection
+                # walks all of it and holds the GIL, the event loop's thread included, for 0.3 s or more on a
+                # 2-core CPU: frozen, it walks only what the run itself allocates (benchmarks/scale.py measures the
+                # loop's stalls).
+                gc.freeze()
 
                 async def on_finished(conv: Conversation) -> None:
                     self._watch_failures(conv, scheduler)
@@ -200,6 +206,7 @@ class Generation:
                 with stop_on_sigint(scheduler):
                     await scheduler.run(plan)
         finally:
+            gc.unfreeze()  # a later run in this process starts from a clean slate
             bar.close()
             # Whatever happened, finished conversations are written; the corpus is complete only if every
             # requested conversation is in a shard.
