@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, ROOT, RssSampler, fds_to, figures, log, machine, write_results
+from benchmarks.common import MemorySampler, RESULTS, ROOT, fds_to, figures, log, machine, write_results
 
 SETTINGS = {"on": "per_turn", "off": "none"}
 # Shorter turns than the embedded default (64/96 tokens) keep a round near a minute on 2 CPU cores.
@@ -70,7 +70,7 @@ async def rounds(args: argparse.Namespace, config: Any) -> list[dict[str, Any]]:
         for k, name in enumerate(args.order):
             cfg = with_run(config, num_dialogues=args.dialogues, sampling_seeds=SETTINGS[name])
             await reset_prefix_caches(clients)
-            with RssSampler() as rss:
+            with MemorySampler() as rss:
                 wall, requests, _ = await run_interleaved(cfg, clients, work / f"round-{k}-{name}")
             cpu = rss.figures()
             result = {"round": k, "sampling_seeds": cfg.sampling_seeds, **figures(requests, wall, args.dialogues),

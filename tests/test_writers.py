@@ -231,7 +231,8 @@ def test_a_lease_deleted_by_hand_stops_the_writer_at_its_next_publish(tmp_path, 
                           dialogues_per_shard=1)
     (out / ".lease.json").unlink()
     record = {"conversation_index": 0, "conversation_id": "s00", "seed_id": "s00", "messages": [], "turns": [],
-              "outcome": "error", "num_turns": 0}
+              "outcome": "max_turns", "num_turns": 0}
+    writer.add(record)  # a full shard, handed to the writer thread
     with pytest.raises(OutputError, match="no longer holds"):
-        writer.add(record)
+        writer.flush()
     assert list(out.glob("*.parquet")) == []
