@@ -23,7 +23,10 @@ import pyarrow.parquet as pq
 
 REQUIRED_COLUMNS = ("seed_id", "preference_summary", "target_attributes")
 OPTIONAL_COLUMNS = ("target_item_id",)
-BATCH_ROWS = 4096
+# Rows per Parquet batch. The plan reads seeds on the event loop, one conversation at a time, and converting a
+# batch to Python holds the loop for all of it: 4096 rows took 58 ms here, 256 rows 1.4 ms (and the whole file
+# was read faster, 0.07 s against 0.19 s for 23,553 rows).
+BATCH_ROWS = 256
 
 # Attributes are stored as an ordered list of (name, values) structs rather
 # than an arrow map: it round-trips through pyarrow/parquet as plain dicts and
