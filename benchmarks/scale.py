@@ -35,7 +35,7 @@ from typing import Any
 from benchmarks.common import RESULTS, ROOT, log, machine
 
 MARKS = (10_000, 100_000)
-SETTINGS = ("max_in_flight=128",)
+MAX_IN_FLIGHT = 128  # as many as the GPU configs' order of magnitude; the loop's lateness grows with it
 HEARTBEAT_S = 0.01
 
 
@@ -48,7 +48,7 @@ def _vm_hwm_mb() -> float:
 
 
 def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill_at: int | None,
-          tokenizer: str, config_path: str, real_engine: bool = False) -> None:
+          tokenizer: str, config_path: str, real_engine: bool = False, max_in_flight: int = MAX_IN_FLIGHT) -> None:
     """One run in this process; figures go to `figures_path` as they come (a killed run leaves them too).
     `real_engine`: vLLM as configured instead of the zero-latency engine (for the stall figure only)."""
     import asyncio
@@ -59,7 +59,7 @@ def child(out: str, figures_path: str, num_dialogues: int, shard_rows: int, kill
     from interplay.generator.runtime.run import Generation
 
     started = time.perf_counter()
-    settings = [f"dialogues_per_shard={shard_rows}"] + ([] if real_engine else list(SETTINGS))
+    settings = [f"dialogues_per_shard={shard_rows}"] + ([] if real_engine else [f"max_in_flight={max_in_flight}"])
     config = _config(config_path, num_dialogues, settings)
     figures: dict[str, Any] = {"num_dialogues": num_dialogues, "dialogues_per_shard": shard_rows,
                                "peak_rss_mb": {}, "max_loop_stall_ms": 0.0}
@@ -154,9 +154,11 @@ def _percentiles(histogram: list[int]) -> dict[str, int]:
 
 
 def _spawn(out: Path, figures: Path, n: int, shard_rows: int, tokenizer: str, config: str,
-           kill_at: int | None = None, real_engine: bool = False) -> subprocess.Popen:
+           kill_at: int | None = None, real_engine: bool = False,
+           max_in_flight: int = MAX_IN_FLIGHT) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "benchmarks.scale", "--child", str(out), "--figures", str(figures),
-           "--dialogues", str(n), "--shard-rows", str(shard_rows), "--tokenizer", tokenizer, "--config", config]
+           "--dialogues", str(n), "--shard-rows", str(shard_rows), "--tokenizer", tokenizer, "--config", config,
+           "--max-in-flight", str(max_in_flight)]
     if kill_at is not None:
         cmd += ["--kill-at", str(kill_at)]
     if real_engine:
@@ -181,21 +183,23 @@ def _status_s(out: Path) -> float:
     return round(time.perf_counter() - started, 2)
 
 
-def measure(n: int, *, tokenizer: str, config: str, parallel: bool, work: Path) -> dict[str, Any]:
+def measure(n: int, *, tokenizer: str, config: str, parallel: bool, work: Path,
+            max_in_flight: int = MAX_IN_FLIGHT) -> dict[str, Any]:
     whole_out, kill_out = work / "shards-1000", work / "shards-50"
     kill_at = int(n * 0.9)
     log(f"scale: {n:,} dialogues at 1000-row shards; {n:,} at 50-row shards, killed at {kill_at:,} and rerun"
         + (" (side by side)" if parallel else ""))
-    whole = _spawn(whole_out, work / "whole.json", n, 1000, tokenizer, config)
+    whole = _spawn(whole_out, work / "whole.json", n, 1000, tokenizer, config, max_in_flight=max_in_flight)
     if not parallel:
         runs = {"1000": _wait(whole, work / "whole.json", "the 1000-row run")}
         log(f"  1000-row shards: {runs['1000']['turns_per_s']:.0f} turns/s, {runs['1000']['wall_s']:.0f} s")
-    killed = _spawn(kill_out, work / "killed.json", n, 50, tokenizer, config, kill_at=kill_at)
+    killed = _spawn(kill_out, work / "killed.json", n, 50, tokenizer, config, kill_at=kill_at,
+                    max_in_flight=max_in_flight)
     first = _wait(killed, work / "killed.json", "the 50-row run", killed=True)
     log(f"  50-row shards: killed at {kill_at:,}; rerunning")
     rerun_started = time.perf_counter()
-    resumed = _wait(_spawn(kill_out, work / "resumed.json", n, 50, tokenizer, config), work / "resumed.json",
-                    "the rerun")
+    resumed = _wait(_spawn(kill_out, work / "resumed.json", n, 50, tokenizer, config, max_in_flight=max_in_flight),
+                    work / "resumed.json", "the rerun")
     resumed["wall_with_startup_s"] = round(time.perf_counter() - rerun_started, 1)
     if parallel:
         runs = {"1000": _wait(whole, work / "whole.json", "the 1000-row run")}
@@ -215,8 +219,10 @@ def summary(n: int, scale: dict[str, Any], gpu: dict[str, Any] | None) -> dict[s
         "dialogues": n, "turns_per_s": whole["turns_per_s"],
         "peak_rss_mb": whole["peak_rss_mb"], "max_loop_stall_ms": max(stalls),
         "max_loop_stall_ms_by_shard_rows": {"1000": whole["max_loop_stall_ms"], "50": max(stalls[1:])},
+        "loop_lateness_ms": {"1000": whole.get("loop_lateness_ms"), "50": killed["rerun"].get("loop_lateness_ms")},
+        "wall_s": whole["wall_s"],
         "resume_first_turn_s": scale["resume_first_turn_s"], "status_s": scale["status_s"],
-        "manifest_bytes": scale["manifest_bytes"],
+        "manifest_bytes": scale["manifest_bytes"], "shard_log_bytes": scale["shard_log_bytes"],
         "simulated_gpu": None if gpu is None else {
             "simulation": gpu["simulation"],
             **{n: {k: r[k] for k in ("a_over_b", "a_over_d", "d_over_b")} for n, r in gpu["by_max_in_flight"].items()},
@@ -267,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="simple: a word-hash stand-in, for tests only")
     parser.add_argument("--config", default=str(ROOT / "configs" / "embedded.yaml"),
                         help="the run's config (its seeds and catalog); the engine is always the zero-latency one")
+    parser.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT,
+                        help="conversations in flight on the zero-latency engine")
     parser.add_argument("--parallel", action="store_true", help="the two runs side by side, one core each")
     parser.add_argument("--skip-gpu-sim", action="store_true", help="leave out the simulated GPU shape")
     parser.add_argument("--real-engine", type=int, metavar="N",
@@ -281,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.figures, args.dialogues, args.shard_rows, args.kill_at, args.tokenizer, args.config,
-              real_engine=args.real_engine is not None)
+              real_engine=args.real_engine is not None, max_in_flight=args.max_in_flight)
         return 0
     if args.real_engine:
         return real_engine_stall(args)
@@ -289,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     host = machine()
     try:
         scale = measure(args.dialogues, tokenizer=args.tokenizer, config=args.config, parallel=args.parallel,
-                        work=work)
+                        work=work, max_in_flight=args.max_in_flight)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -299,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
         log("simulated GPU shape (benchmarks/gpu_sim.py): 1024 and 4096 in flight, three reply-length spreads")
         gpu = simulated_gpu(max_in_flight=(1024, 4096), tokenizer=args.tokenizer)
-    result = summary(args.dialogues, scale, gpu)
+    result = {**summary(args.dialogues, scale, gpu), "max_in_flight": args.max_in_flight}
     result["targets"] = targets(result, scale["runs"]["1000"]["wall_s"])
     out = {"scale": scale, "machine": host, "command": "python -m benchmarks.scale " + " ".join(argv or sys.argv[1:])}
     Path(args.results).mkdir(parents=True, exist_ok=True)
