@@ -18,32 +18,16 @@ is not counted: at worst one retry more, never a second row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Container
 from typing import Any
 
-from interplay.generator.output.shardlog import ShardLog
+from interplay.generator.output.shardlog import ShardLog, read_lines
 from interplay.generator.output.storage import Storage
 
 
 def read_failures(storage: Storage, name: str) -> tuple[list[dict[str, Any]], bool]:
     """(the logged failures, whether the log must be rewritten: a line was cut off or unreadable)."""
-    data = storage.read_bytes(name) or b""
-    *lines, last = data.split(b"\n")
-    damaged = last.strip() != b""  # a crash mid-append: the last line has no newline yet
-    entries = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
-                raise ValueError(line[:80])
-        except ValueError:
-            damaged = True
-            continue
-        entries.append(entry)
-    return entries, damaged
+    return read_lines(storage, name, lambda e: isinstance(e, dict) and isinstance(e.get("index"), int))
 
 
 class Attempts:

@@ -43,8 +43,10 @@ def _line(entry: dict[str, Any]) -> bytes:
     return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
 
-def read_log(storage: Storage, name: str) -> tuple[list[dict[str, Any]], bool]:
-    """(the entries, whether the log must be rewritten: a line was cut off or unreadable)."""
+def read_lines(storage: Storage, name: str,
+               is_entry: Callable[[Any], bool]) -> tuple[list[dict[str, Any]], bool]:
+    """An append-only JSON-lines log: (its entries, whether it must be rewritten: a line was cut off by a crash or
+    is not an entry). Shared by the shard log and the failure log (failures.py)."""
     data = storage.read_bytes(name) or b""
     *lines, last = data.split(b"\n")
     damaged = last.strip() != b""  # a crash mid-append: the last line has no newline yet
@@ -54,13 +56,19 @@ def read_log(storage: Storage, name: str) -> tuple[list[dict[str, Any]], bool]:
             continue
         try:
             entry = json.loads(line)
-            if not isinstance(entry, dict) or not {"file", "num_rows", "indices"} <= set(entry):
-                raise ValueError(line[:80])
         except ValueError:
             damaged = True
             continue
-        entries.append(entry)
+        if is_entry(entry):
+            entries.append(entry)
+        else:
+            damaged = True
     return entries, damaged
+
+
+def read_log(storage: Storage, name: str) -> tuple[list[dict[str, Any]], bool]:
+    """The shard log's entries, and whether it must be rewritten."""
+    return read_lines(storage, name, lambda e: isinstance(e, dict) and {"file", "num_rows", "indices"} <= set(e))
 
 
 class ShardLog:
