@@ -25,7 +25,6 @@ from interplay.generator.dialogue.conversation import (
     turn_seed,
 )
 from interplay.generator.dialogue.rendering import PromptCache
-from interplay.generator.runtime.budget import LoopBudget
 from interplay.generator.runtime.policy import Request, TurnPolicy
 
 
@@ -64,7 +63,6 @@ class Scheduler:
         self.max_in_flight = max_in_flight
         self.run_seed = run_seed  # None: requests carry no sampling seed
         self.on_finished = on_finished
-        self.budget = LoopBudget()  # the CPU work of turns, a few pieces per pass of the event loop (budget.py)
         self.stats = SchedulerStats()
         self.is_stopping = False
 
@@ -106,10 +104,6 @@ class Scheduler:
 
     async def step(self, conv: Conversation) -> None:
         """Send the conversation's next request and apply its answer."""
-        # Rendering waits for budget, applying an answer does not: the answer's worker was just woken and parses
-        # at once, then its next render queues behind the others' (a simulated engine that steps once every woken
-        # worker has submitted, benchmarks/gpu_model.py, sees submissions in every pass until the queue drains).
-        await self.budget.take()
         request = self.policy.next_request(conv)
         client = self.clients[request.role]
         prompt = client.render(request.messages, request.cache)
