@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MemorySampler, RESULTS, ROOT, fds_to, figures, log, machine, write_results
+from benchmarks.common import RESULTS, ROOT, MemorySampler, fds_to, figures, log, machine, write_results
 
 SETTINGS = {"on": "per_turn", "off": "none"}
 # Shorter turns than the embedded default (64/96 tokens) keep a round near a minute on 2 CPU cores.

@@ -20,11 +20,11 @@ from interplay.generator.output.layout import (
     is_interplay_name,
     log_name,
 )
-from interplay.generator.output.storage import Storage
+from interplay.generator.output.storage import Storage, as_storage
 
 
 def read_manifest(out_dir: str | os.PathLike[str] | Storage, name: str = MANIFEST) -> dict[str, Any] | None:
-    storage = out_dir if isinstance(out_dir, Storage) else Storage(out_dir)
+    storage = as_storage(out_dir)
     try:
         data = storage.read_bytes(name)
         return None if data is None else json.loads(data)

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from interplay.generator.output.lease import Lease, LeaseHeld, LeaseLost, lease_name
-from interplay.generator.output.storage import Storage
+from interplay.generator.output.storage import Storage, as_storage
 
 FORMAT = "interplay.corpus/1"
 MANIFEST = "manifest.json"
@@ -54,7 +54,7 @@ def clear_partitions(out_dir: str | Path | Storage, count: int) -> list[str]:
     is being written. Returns the names deleted."""
     from interplay.common.partition import Partition
 
-    storage = out_dir if isinstance(out_dir, Storage) else Storage(out_dir)
+    storage = as_storage(out_dir)
     tags = {Partition(i, count).tag for i in range(count)}
     names = storage.names()
     counts = {m.group(1).split("of")[1] for n in names if (m := SHARD_RE.match(n) or PARTITION_MANIFEST_RE.match(n))

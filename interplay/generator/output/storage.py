@@ -128,3 +128,8 @@ class Storage:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def as_storage(out_dir: str | os.PathLike[str] | Storage) -> Storage:
+    """An output given as a path, a URI or a Storage already."""
+    return out_dir if isinstance(out_dir, Storage) else Storage(out_dir)

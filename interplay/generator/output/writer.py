@@ -53,7 +53,7 @@ from interplay.generator.output.lease import LEASE_TTL_S, Lease, LeaseHeld, Leas
 from interplay.generator.output.records import SCHEMA, add_stats, empty_stats, merge_stats
 from interplay.generator.output.resume import resume, shard_entry
 from interplay.generator.output.shardlog import ShardLog
-from interplay.generator.output.storage import Storage
+from interplay.generator.output.storage import Storage, as_storage
 
 ROW_GROUP_ROWS = 1000
 CONVERT_ROWS = 16        # rows per slice of the Arrow conversion (see to_table)
@@ -61,10 +61,6 @@ QUEUE_SHARDS = 4         # full buffers waiting for the writer thread before `pu
 MANIFEST_EVERY_S = 10.0  # the manifest's totals lag the shards by at most this while a run goes on
 RUNS_KEPT = 100          # run summaries kept in the manifest (num_runs counts them all)
 _BACKOFF_S = 0.005       # how often a worker held back by a full queue looks again
-
-
-def as_storage(out_dir: str | Path | Storage) -> Storage:
-    return out_dir if isinstance(out_dir, Storage) else Storage(out_dir)
 
 
 def shard_names(out_dir: str | Path | Storage) -> list[str]:
@@ -248,11 +244,15 @@ class CorpusWriter:
         if self._buffer:
             batch, self._buffer = self._buffer, []
             self._submit(batch, block=True)
+        self._stop_thread()
+        self._raise_if_failed()
+
+    def _stop_thread(self) -> None:
+        """Let the writer thread finish what is queued (after a failure it only drains), and end it."""
         if self._thread is not None:
             self._submit(None, block=True)
             self._thread.join()
             self._thread = None
-        self._raise_if_failed()
 
     # -- the manifest -----------------------------------------------------------------------------------------
 
@@ -297,9 +297,7 @@ class CorpusWriter:
         try:
             if self._error is None:
                 self.flush()
-            elif self._thread is not None:
-                self._submit(None, block=True)
-                self._thread.join()
+            self._stop_thread()
             self._raise_if_failed()
             self.log.flush()
             self.failures.flush()
