@@ -105,7 +105,9 @@ def test_match_score_and_chance(metrics: dict) -> None:
     # Fargo for (Crime or Animation): yes. Chance: 3 of 6 items for the first two, 4 of 6 (m1, m2, m3, m6) for
     # the third; over all five dialogues also 3/6 (Crime) and 0/6 (Drama).
     assert attribute_match(ITEMS["m5"][1], {"genres": ["Sci-Fi", "Comedy"], "decade": ["1990s"]}) == (False, 0.5)
-    assert metrics["match_score"] == {"all_attributes": round(2 / 3, 4), "mean_attribute_share": round(2.5 / 3, 4),
+    # The Wilson interval of 2 of 3: tests/test_report_decisions.py checks the formula.
+    assert metrics["match_score"] == {"all_attributes": round(2 / 3, 4), "all_attributes_ci95": [0.2077, 0.9385],
+                                      "mean_attribute_share": round(2.5 / 3, 4),
                                       "chance_match": round((0.5 + 0.5 + 4 / 6) / 3, 4), "num_scored": 3,
                                       "chance_match_all_dialogues": round((0.5 + 0.5 + 0 + 0.5 + 4 / 6) / 5, 4)}
     assert corpus_metrics(ROWS)["match_score"] is None  # no catalog, no match score
@@ -158,12 +160,17 @@ def test_protocol_and_candidates() -> None:
 def test_headline_is_the_flat_dict_experiments_print(metrics: dict) -> None:
     figures = headline({"corpora": [{"label": "hand", "metrics": metrics}]})
     assert list(figures) == ["hand"] and tuple(figures["hand"]) == HEADLINE_KEYS
-    assert figures["hand"] == {"success_rate": 0.6, "match_score": 0.6667, "chance_match": 0.5556,
+    # Acceptances m5 (does not fit), m2, m3 (fit); the only offers (one-item turns) are m2 and m3, both fitting,
+    # both accepted.
+    assert figures["hand"] == {"success_rate": 0.6, "success_rate_ci95": [0.2307, 0.8824], "match_score": 0.6667,
+                               "match_score_ci95": [0.2077, 0.9385], "chance_match": 0.5556,
                                "recall_at_1": 0.25, "recall_at_10": 0.75, "leakage": 0.5,
                                "distinct_2_user": 0.9333, "distinct_2_recommender": metrics["distinct"]
-                               ["recommender"]["2"], "mean_turns": 3.2, "grounded_turn_share": 0.8333}
+                               ["recommender"]["2"], "mean_turns": 3.2, "grounded_turn_share": 0.8333,
+                               "decision_precision": 0.6667, "decision_recall": 1.0, "offers_that_fit": 1.0}
     nothing = headline({"corpora": [{"label": "x", "metrics": corpus_metrics(ROWS[2:3])}]})["x"]
     assert nothing["match_score"] is None and nothing["recall_at_1"] is None and nothing["leakage"] is None
+    assert nothing["match_score_ci95"] is None and nothing["decision_precision"] is None
 
 
 # ------------------------------------------------------------------------------------------ the command
@@ -194,6 +201,10 @@ def test_report_one_corpus(two_corpora, catalog_file: Path, capsys) -> None:
     assert corpus["metrics"]["match_score"]["num_scored"] >= 1
     assert tuple(corpus["headline"]) == HEADLINE_KEYS
     assert headline(data)[corpus["label"]] == corpus["headline"]
+    assert set(corpus["metrics"]["decisions"]) >= {"decision_precision", "num_offers"}
+    assert corpus["metrics"]["teacher_quality"]["one_item_turns"]["denominator"] > 0
+    report_md = (a / "report" / "report.md").read_text()
+    assert "## Decisions" in report_md and "## Teacher quality" in report_md
 
 
 def test_report_side_by_side(two_corpora, catalog_file: Path, tmp_path: Path, capsys) -> None:

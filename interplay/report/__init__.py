@@ -1,3 +1,4 @@
-"""`interplay report`: quality figures for generated corpora. text.py (distinct-n, self-BLEU) and task.py
-(Recall, leakage, match score) measure, metrics.py accumulates a corpus, summary.py gives the headline figures,
-render.py and plots.py present them; docs/report.md defines every figure."""
+"""`interplay report`: quality figures for generated corpora. text.py (distinct-n, self-BLEU), task.py (Recall,
+leakage, match score), decisions.py (offers, acceptances, Wilson intervals) and teacher.py (teacher quality)
+measure, metrics.py accumulates a corpus, summary.py gives the headline figures, render.py and plots.py present
+them; docs/report.md defines every figure."""

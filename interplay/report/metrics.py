@@ -3,7 +3,8 @@
     metrics = [CorpusMetrics(items=catalog) for _ in corpora]   # then .add(row) for every row of each
     results = compare(metrics)                                  # distinct-n and self-BLEU on equal-size samples
 
-Text figures are in text.py, task figures in task.py; docs/report.md defines each figure and gives its source.
+Text figures are in text.py, task figures in task.py, decision figures (with the Wilson intervals) in decisions.py,
+teacher-quality figures in teacher.py; docs/report.md defines each figure and gives its source.
 Rows are dicts with the corpus columns (interplay.generator.output.records): `conversation_id`, `turns`
 (role, text, item_ids, num_output_tokens, and `candidate_item_ids` where the corpus has it), `outcome`,
 `accepted_item_id`, `recommended_item_ids`, `target_item_id`, `target_attributes`, and `protocol` where the
@@ -18,20 +19,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from interplay.common.roles import ROLES
+from interplay.report.decisions import Decisions, proportion, wilson_interval
 from interplay.report.task import (
     ChanceIndex,
+    Items,
     attribute_match,
     attributes_dict,
     candidate_lists,
     final_list,
     leakage,
 )
+from interplay.report.teacher import TeacherQuality
 from interplay.report.text import UtteranceSample, distinct_n, ngrams, sample_key, self_bleu, words
 
 DISTINCT_N = (1, 2, 3)
 RECALL_K = (1, 5, 10)
 UNRECORDED = "unrecorded"  # rows written before the `protocol` column existed (all reference-free)
-Items = Mapping[str, tuple[str, Mapping[str, Sequence[str]]]]  # item_id -> (title, attributes)
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
@@ -43,10 +46,6 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     median = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
     return {"mean": round(sum(s) / len(s), 3), "median": median, "p90": s[max(math.ceil(0.9 * len(s)) - 1, 0)],
             "max": s[-1]}
-
-
-def _share(count: float, of: int) -> float | None:
-    return round(count / of, 4) if of else None
 
 
 class CorpusMetrics:
@@ -81,6 +80,8 @@ class CorpusMetrics:
         self.chance_sum_all = 0.0
         self.leaks = self.user_names = 0
         self.rec_mentions = self.rec_repeats = self.dialogues_with_repeat = 0
+        self.decisions = Decisions(items)
+        self.teacher = TeacherQuality(items)
 
     def add(self, row: Mapping[str, Any]) -> None:
         conversation = row.get("conversation_id") or f"#{self.num_dialogues}"
@@ -100,7 +101,10 @@ class CorpusMetrics:
         self.num_candidate_turns += len(candidates)
         self.num_candidates += sum(len(c) for c in candidates)
         self.dialogues_with_candidates += bool(candidates)
-        self._add_match(row)
+        target_attributes = attributes_dict(row.get("target_attributes"))
+        self._add_match(row, target_attributes)
+        self.decisions.add(row, turns, target_attributes)
+        self.teacher.add(row, turns, target_attributes)
         if (target := row.get("target_item_id")) is not None:
             self._add_target(row, turns, target, candidates)
         self._add_repeats(turns)
@@ -117,10 +121,9 @@ class CorpusMetrics:
         if tokens:
             self.samples[role].offer(key, tokens)
 
-    def _add_match(self, row: Mapping[str, Any]) -> None:
+    def _add_match(self, row: Mapping[str, Any], target: Mapping[str, Sequence[str]]) -> None:
         if self.chance is None:
             return
-        target = attributes_dict(row.get("target_attributes"))
         chance = self.chance.share(target)
         if chance is None:  # the seed wants no attribute: nothing to match, nothing to score
             return
@@ -178,42 +181,46 @@ class CorpusMetrics:
         return {
             "num_dialogues": n,
             "protocol": dict(self.protocols.most_common()),
-            "candidates": {"dialogues_with_candidates": _share(self.dialogues_with_candidates, n),
+            "candidates": {"dialogues_with_candidates": proportion(self.dialogues_with_candidates, n),
                            "num_turns_with_candidates": self.num_candidate_turns,
-                           "mean_per_list": _share(self.num_candidates, self.num_candidate_turns),
-                           "target_in_candidates": _share(self.target_in_candidates, with_target)},
+                           "mean_per_list": proportion(self.num_candidates, self.num_candidate_turns),
+                           "target_in_candidates": proportion(self.target_in_candidates, with_target)},
             "turns": summary(self.turn_counts),
             "turns_to_accept": {**summary(self.turns_to_accept), "num_accepted": len(self.turns_to_accept)},
             "utterance_words": {r: summary(v) for r, v in self.utterance_words.items()},
             "output_tokens_per_turn": {r: summary(v) for r, v in self.output_tokens.items()},
             "distinct": {**{r: {str(m): round(distinct_n(texts[r], m), 4) for m in DISTINCT_N} for r in ROLES},
                          "num_utterances": sizes},
-            "distinct_all_utterances": {r: {str(m): _share(len(self.ngram_seen[r][k]), self.ngram_total[r][k])
+            "distinct_all_utterances": {r: {str(m): proportion(len(self.ngram_seen[r][k]), self.ngram_total[r][k])
                                             or 0.0 for k, m in enumerate(DISTINCT_N)} for r in ROLES},
             "self_bleu": {**{r: round(self_bleu(texts[r][:self.bleu_sample]), 4) for r in ROLES},
                           "sample_size": {r: min(sizes[r], self.bleu_sample) for r in ROLES}},
-            "outcomes": {o: {"count": c, "share": _share(c, n)} for o, c in self.outcomes.most_common()},
-            "success_rate": _share(self.outcomes.get("accepted", 0), n),
-            "recall": {**{f"@{k}": _share(self.recall_hits[k], with_target) for k in RECALL_K},
+            "outcomes": {o: {"count": c, "share": proportion(c, n)} for o, c in self.outcomes.most_common()},
+            "success_rate": proportion(self.outcomes.get("accepted", 0), n),
+            "success_rate_ci95": wilson_interval(self.outcomes.get("accepted", 0), n),
+            "recall": {**{f"@{k}": proportion(self.recall_hits[k], with_target) for k in RECALL_K},
                        "num_with_target": with_target},
-            "recall_per_turn": {**{f"@{k}": _share(self.turn_recall_hits[k], self.num_listing_turns)
+            "recall_per_turn": {**{f"@{k}": proportion(self.turn_recall_hits[k], self.num_listing_turns)
                                    for k in RECALL_K}, "num_turns": self.num_listing_turns},
-            "dialogue_recall": {**{f"@{k}": _share(self.dialogue_recall_hits[k], with_target) for k in RECALL_K},
+            "dialogue_recall": {**{f"@{k}": proportion(self.dialogue_recall_hits[k], with_target) for k in RECALL_K},
                                 "num_with_target": with_target},
-            "grounded_turn_share": _share(self.num_grounded_turns, self.num_rec_turns),
+            "grounded_turn_share": proportion(self.num_grounded_turns, self.num_rec_turns),
             "num_recommender_turns": self.num_rec_turns,
             "match_score": None if self.items is None else {
-                "all_attributes": _share(self.match_all, self.num_scored),
-                "mean_attribute_share": _share(self.match_share, self.num_scored),
-                "chance_match": _share(self.chance_sum, self.num_scored),
+                "all_attributes": proportion(self.match_all, self.num_scored),
+                "all_attributes_ci95": wilson_interval(self.match_all, self.num_scored),
+                "mean_attribute_share": proportion(self.match_share, self.num_scored),
+                "chance_match": proportion(self.chance_sum, self.num_scored),
                 "num_scored": self.num_scored,
-                "chance_match_all_dialogues": _share(self.chance_sum_all, self.num_chance_all)},
-            "leakage": {"before_recommender": _share(self.leaks, with_target),
-                        "user_names_target": _share(self.user_names, with_target),
+                "chance_match_all_dialogues": proportion(self.chance_sum_all, self.num_chance_all)},
+            "leakage": {"before_recommender": proportion(self.leaks, with_target),
+                        "user_names_target": proportion(self.user_names, with_target),
                         "num_with_target": with_target},
-            "repeated_recommendations": {"share_of_mentions": _share(self.rec_repeats, self.rec_mentions),
-                                         "dialogues_with_repeat": _share(self.dialogues_with_repeat, n),
+            "repeated_recommendations": {"share_of_mentions": proportion(self.rec_repeats, self.rec_mentions),
+                                         "dialogues_with_repeat": proportion(self.dialogues_with_repeat, n),
                                          "num_mentions": self.rec_mentions},
+            "decisions": self.decisions.result(),
+            "teacher_quality": self.teacher.result(),
         }
 
     def distributions(self) -> dict[str, Any]:

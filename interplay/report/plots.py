@@ -33,8 +33,9 @@ def plot_all(corpora: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def _success_match(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
-    """Per corpus, side by side: success rate and match score, the match score's chance level as a dashed line
-    across its bar (a match score means something only above it); "n/a" where nothing was accepted."""
+    """Per corpus, side by side: success rate and match score with their 95% intervals as error bars, the match
+    score's chance level as a dashed line across its bar (a match score means something only above it); "n/a"
+    where nothing was accepted."""
     from interplay.report.summary import headline_figures
 
     plt = _pyplot()
@@ -42,8 +43,10 @@ def _success_match(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(corpora) + 2), 4.5))
     width = 0.38
     xs = range(len(corpora))
-    ax.bar([x - width / 2 for x in xs], [f["success_rate"] or 0 for f in figures], width, label="success rate")
-    ax.bar([x + width / 2 for x in xs], [f["match_score"] or 0 for f in figures], width, label="match score")
+    for offset, key, label in ((-width / 2, "success_rate", "success rate"), (width / 2, "match_score", "match score")):
+        values = [f[key] or 0 for f in figures]
+        ax.bar([x + offset for x in xs], values, width, label=label,
+               yerr=_error_bars(values, [f[f"{key}_ci95"] for f in figures]), capsize=3)
     chance_labelled = False
     for x, f in zip(xs, figures):
         if f["match_score"] is None:
@@ -58,6 +61,13 @@ def _success_match(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:
     ax.set_title("success rate and match score\n(dashed: the match score's chance level)")
     ax.legend()
     return _save(fig, out_dir / "success_match.png")
+
+
+def _error_bars(values: Sequence[float], intervals: Sequence[Sequence[float] | None]) -> list[list[float]]:
+    """Matplotlib's asymmetric yerr, [below], [above], from [low, high] intervals; no bar where there is none.
+    Clamped at 0: the value and its interval are rounded apart, so at 0 or 1 they can differ in the last place."""
+    return [[max(v - i[0], 0.0) if i else 0.0 for v, i in zip(values, intervals)],
+            [max(i[1] - v, 0.0) if i else 0.0 for v, i in zip(values, intervals)]]
 
 
 def _lengths(corpora: Sequence[dict[str, Any]], out_dir: Path) -> Path:

@@ -1,4 +1,5 @@
-"""The report as Markdown: one column per corpus, so two corpora read side by side (pure Python)."""
+"""The report as Markdown: one column per corpus, so two corpora read side by side (pure Python). Three tables: every
+figure, the decision figures, the teacher-quality figures."""
 
 from __future__ import annotations
 
@@ -6,6 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from interplay.common.roles import ROLES
+from interplay.report.teacher import FIGURES as TEACHER_FIGURES
+
+# Where the Wilson interval of a row of `quality_rows` is, shown beside its value in the tables (not in the plot).
+INTERVALS = {"success rate": ("success_rate_ci95",), "match score": ("match_score", "all_attributes_ci95")}
+TEACHER_NAMES = {
+    "one_item_turns": "recommender turns offering one item",
+    "rejects_before_accept": "dialogues with a rejection",
+    "rejections_with_reason": "rejections naming a target reason",
+    "written_acceptances": "acceptances the user wrote itself",
+    "repeated_user_turns": "user turns repeating an earlier one",
+    "openings_naming_attributes": "openings naming a target attribute",
+}
 
 
 def _get(metrics: dict[str, Any], *path: str) -> Any:
@@ -63,8 +76,36 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _with_interval(value: Any, interval: Sequence[float] | None) -> str:
+    """"0.600 [0.231, 0.882]": a share and its 95% interval."""
+    return _fmt(value) + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def decision_rows(metrics: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(row name, one cell per corpus) for the decision figures; n/a without a catalog."""
+    ds = [m.get("decisions") or {} for m in metrics]
+    return [
+        ("decision precision (acceptances that fit)",
+         [_with_interval(d.get("decision_precision"), d.get("decision_precision_ci95")) for d in ds]),
+        ("decision recall (fitting offers accepted)", [_fmt(d.get("decision_recall")) for d in ds]),
+        ("offers that fit", [_fmt(d.get("offers_that_fit")) for d in ds]),
+        ("acceptances / offers / fitting offers",
+         [f"{d['num_acceptances']} / {d['num_offers']} / {d['num_fitting_offers']}" if d else "n/a" for d in ds]),
+    ]
+
+
+def teacher_rows(metrics: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(row name, one cell per corpus) for the teacher-quality figures: the share and what it is a share of."""
+    def cell(figure: dict[str, Any] | None) -> str:
+        if not figure:  # a report.json made before the figures existed
+            return "n/a"
+        return f"{_fmt(figure['share'])} ({figure['count']} of {figure['denominator']})"
+
+    return [(TEACHER_NAMES[f], [cell(_get(m, "teacher_quality", f)) for m in metrics]) for f in TEACHER_FIGURES]
+
+
 def table(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """(row name, one cell per corpus) for every figure of the report."""
+    """(row name, one cell per corpus) for every figure of the report but the decision and teacher figures."""
     ms = [c["metrics"] for c in corpora]
     def spread(s: dict[str, float]) -> str:
         return f"{s['mean']:.1f} / {s['median']:g} / {s['p90']:g}"
@@ -80,7 +121,8 @@ def table(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
         rows.append((f"{role} words per utterance: mean / median / p90",
                      [spread(m["utterance_words"][role]) for m in ms]))
     for name, values in quality_rows(ms):
-        rows.append((name, [_fmt(v) for v in values]))
+        intervals = [_get(m, *INTERVALS[name]) if name in INTERVALS else None for m in ms]
+        rows.append((name, [_with_interval(v, i) for v, i in zip(values, intervals)]))
     outcomes = sorted({o for m in ms for o in m["outcomes"]})
     for o in outcomes:
         rows.append((f"outcome {o}", [f"{c['count']} ({c['share']:.1%})" if (c := m["outcomes"].get(o)) else "0"
@@ -108,13 +150,21 @@ def table(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def sections(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    """The report's tables: (heading, rows), the first with no heading."""
+    ms = [c["metrics"] for c in corpora]
+    return [("", table(corpora)), ("Decisions", decision_rows(ms)), ("Teacher quality", teacher_rows(ms))]
+
+
 def markdown(corpora: Sequence[dict[str, Any]], plots: Sequence[str] = ()) -> str:
     labels = [c["label"] for c in corpora]
     lines = ["# Corpus quality report", ""]
     for c in corpora:
         lines.append(f"- **{c['label']}**: `{c['path']}` ({c.get('mode') or 'n/a'})")
-    lines += ["", "| figure | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in table(corpora)]
+    for heading, rows in sections(corpora):
+        lines += [""] + ([f"## {heading}", ""] if heading else [])
+        lines += ["| figure | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     if plots:
         lines += ["", *[f"![{p}]({p})" for p in plots]]
     notes = [f"- **{c['label']}**: the recommender saw catalog candidates ({candidates_note(c['metrics'])}), so "
@@ -128,9 +178,13 @@ def markdown(corpora: Sequence[dict[str, Any]], plots: Sequence[str] = ()) -> st
 
 
 def text_table(corpora: Sequence[dict[str, Any]]) -> str:
-    """The same table for a terminal: aligned columns."""
-    rows = [("figure", [c["label"] for c in corpora])] + table(corpora)
-    width = max(len(name) for name, _ in rows)
-    cols = [max(len(cells[k]) for _, cells in rows) for k in range(len(corpora))]
-    return "\n".join(name.ljust(width) + "  " + "  ".join(cell.rjust(w) for cell, w in zip(cells, cols))
-                     for name, cells in rows)
+    """The same tables for a terminal: aligned columns, one block per table under its heading's name."""
+    labels = [c["label"] for c in corpora]
+    blocks = []
+    for heading, rows in sections(corpora):
+        rows = [((heading or "figure").lower(), labels), *rows]
+        width = max(len(name) for name, _ in rows)
+        cols = [max(len(cells[k]) for _, cells in rows) for k in range(len(corpora))]
+        blocks.append("\n".join(name.ljust(width) + "  " + "  ".join(cell.rjust(w) for cell, w in zip(cells, cols))
+                                for name, cells in rows))
+    return "\n\n".join(blocks)

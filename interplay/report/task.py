@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from interplay.common.attributes import attribute_match, wanted_values
 from interplay.common.titles import mentions
 
 # A one-word title ("Heat", "Up") is too often an ordinary word, so in text a title must have two words or more
 # to count; a grounded mention (the turn's item_ids) counts whatever its length.
 MIN_TITLE_WORDS = 2
+
+Items = Mapping[str, tuple[str, Mapping[str, Sequence[str]]]]  # the catalog: item_id -> (title, attributes)
 
 
 def attributes_dict(value: Any) -> dict[str, list[str]]:
@@ -24,27 +27,12 @@ def attributes_dict(value: Any) -> dict[str, list[str]]:
     return {a["name"]: list(a["values"] or []) for a in value or () if a.get("name")}
 
 
-def _wanted(target: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
-    return {name: {v.casefold() for v in values} for name, values in target.items() if values}
-
-
-def attribute_match(item: Mapping[str, Sequence[str]], target: Mapping[str, Sequence[str]]) -> tuple[bool, float]:
-    """(every target attribute matched, share of target attributes matched): an attribute matches when the item
-    has at least one of its wanted values (case-insensitive), e.g. one of the wanted genres and the wanted decade."""
-    wanted = _wanted(target)
-    if not wanted:
-        return False, 0.0
-    have = {name: {v.casefold() for v in values} for name, values in item.items()}
-    hits = sum(1 for name, values in wanted.items() if values & have.get(name, set()))
-    return hits == len(wanted), hits / len(wanted)
-
-
 class ChanceIndex:
     """Share of catalog items that match every target attribute: what the match score would be if the accepted
     item were drawn from the catalog at random. An inverted index (attribute, value) -> items, and a cache per
     distinct target, keep it cheap on a large catalog."""
 
-    def __init__(self, items: Mapping[str, tuple[str, Mapping[str, Sequence[str]]]]):
+    def __init__(self, items: Items):
         self.num_items = len(items)
         self.index: dict[tuple[str, str], set[int]] = {}
         for k, (_, attributes) in enumerate(items.values()):
@@ -55,7 +43,7 @@ class ChanceIndex:
 
     def share(self, target: Mapping[str, Sequence[str]]) -> float | None:
         """None when the target wants no attribute (such a dialogue has no match score either)."""
-        wanted = _wanted(target)
+        wanted = wanted_values(target)
         key = frozenset((name, frozenset(values)) for name, values in wanted.items())
         if key not in self.cache:
             matching: set[int] | None = None

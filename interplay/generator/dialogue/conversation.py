@@ -13,6 +13,7 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 
+from interplay.common.roles import PROTOCOL_ACCEPT_NOTE
 from interplay.generator.dialogue.parsing import ReplyParser
 from interplay.generator.dialogue.rendering import PromptCache
 from interplay.generator.inputs.catalog import Catalog
@@ -71,7 +72,7 @@ class Conversation:
     # The candidates chosen for the recommender turn being generated: chosen once, before its first render, so a
     # retried render shows the same ones; moved onto that turn when it arrives.
     pending_candidates: list[str] | None = None
-    pending_opener: str = ""  # the words the recommender's pending reply was started with (part of its turn)
+    pending_opener: str = ""  # the words the pending reply was started with (part of its turn)
     pending_regex: str | None = None  # what the pending reply must match (structured outputs), if anything
 
     @property
@@ -103,7 +104,7 @@ class Conversation:
         accept marker anywhere else is ignored."""
         role = self.next_role
         raw = completion.text
-        if role == "recommender" and self.pending_opener:
+        if self.pending_opener:
             raw = self.pending_opener + raw
         parsed = parser.user_reply(raw) if role == "user" else parser.recommender_reply(raw)
         item_ids = catalog.ground(parsed.text) if parsed.text else []
@@ -116,7 +117,7 @@ class Conversation:
         if reference:
             can_accept = target_offered
             if target_offered and not parsed.is_accept:
-                self.turns[-1].note = "accept recorded by the protocol: the target was suggested"
+                self.turns[-1].note = PROTOCOL_ACCEPT_NOTE
             elif parsed.is_accept and not target_offered:
                 self.turns[-1].note = "accept marker, but the target was not just suggested: ignored"
         else:
