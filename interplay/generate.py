@@ -86,6 +86,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"interplay: {generation.num_already_done} of {config.num_dialogues} dialogues already in "
           f"{args.output}; generating {generation.num_remaining} ({generation.scan.num_valid} usable seeds"
           + (f", skipped {generation.scan.skipped}" if generation.scan.skipped else "") + ")", file=sys.stderr)
+    if getattr(generation, "num_cards_cut", 0):
+        print(f"interplay: note: {generation.num_cards_cut} catalog items' cards are longer than "
+              f"user.max_card_chars={config.user.max_card_chars} and are cut", file=sys.stderr)
     log_path = None if args.verbose else generation.engine_log_path()
     if log_path is not None and generation.num_remaining:
         print(f"interplay: starting vLLM (its log: {log_path})", file=sys.stderr)

@@ -217,7 +217,7 @@ def test_duplicate_catalog_titles_ground_to_the_first_and_are_counted(tmp_path: 
     rows = check_complete(result)
     path = tmp_path / "catalog-extra.jsonl"
     assert result.manifest["catalog"] == {"path": str(path), "sha256": file_digest(path), "num_items": 8,
-                                          "skipped": {}, "duplicate_titles": 1}
+                                          "skipped": {}, "duplicate_titles": 1, "cards_cut": 0}
     heat_turns = [t for r in rows for t in r["turns"] if "Heat (1995)" in t["text"]]
     assert heat_turns and all("m1" in t["item_ids"] for t in heat_turns)
     assert "m1-again" not in {i for r in rows for i in r["recommended_item_ids"]}

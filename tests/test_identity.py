@@ -23,8 +23,8 @@ from interplay.generator.runtime.run import Generation
 HUB_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # no file is read for a hub id: the hash is path-independent
 
 # Update only on purpose (and say so in the commit): every corpus made before is refused on resume.
-GOLDEN_CONFIG_HASH = "0ac20fa69c33edb6"  # ... constrain_to_candidates, sampling_seeds
-GOLDEN_IDENTITY_HASH = "4a11889aab58433a"
+GOLDEN_CONFIG_HASH = "8a05c00dddbeaa15"  # ... sampling_seeds, user.item_cards, max_card_chars, constrain_replies
+GOLDEN_IDENTITY_HASH = "9d2994db0fd5bbec"
 
 
 def test_config_hash_golden_value():

@@ -14,9 +14,12 @@ import pytest
 
 from conftest import make_catalog, make_seeds
 from fake_engine import EngineLog, FakeClient, fake_open_engines
+from interplay.common.attributes import missing
 from interplay.generator.config import ConfigError, GenerateConfig
 from interplay.generator.dialogue.conversation import Completion, Conversation, Outcome
 from interplay.generator.dialogue.parsing import ReplyParser
+from interplay.generator.dialogue import teacher
+from interplay.generator.dialogue.prompts import format_attributes
 from interplay.generator.dialogue.protocol import DialogueProtocol
 from interplay.generator.inputs.seeds import NO_TARGET, Seed, write_seeds
 from interplay.generator.inputs.shortlist import Shortlist
@@ -111,12 +114,13 @@ def accept_only_target(config: GenerateConfig) -> dict[str, Any]:
     """Replies for a reference run: the recommender names the shortlist's items one per turn, in order; the user
     writes the marker every time (so the protocol has to ignore it after a wrong suggestion)."""
     catalog = make_catalog()
+    shortlist = Shortlist(catalog, config.num_candidates, config.seed, config.conversation.max_turns // 2)
 
     def recommender(request_id: str, seed: int) -> str:
         cid, turn = request_id.rsplit("@", 1)
         seed_row = next(s for s in make_seeds(20) if s.seed_id == cid.split("#")[0])
-        shortlist = Shortlist(catalog, config.num_candidates, config.seed).for_conversation(cid, seed_row.target_item_id)
-        return f" {catalog.get(shortlist[int(turn) // 2]).display}?"  # continues the opener
+        items = shortlist.for_conversation(cid, seed_row.target_item_id, seed_row.target_attributes)
+        return f" {catalog.get(items[int(turn) // 2]).display}?"  # continues the opener
 
     return {"recommender": recommender, "user": lambda rid, seed: "Sounds good. [ACCEPT]"}
 
@@ -134,9 +138,11 @@ def test_reference_accepts_exactly_when_the_target_is_suggested(tmp_path: Path, 
         assert all(n.endswith("the target was not just suggested: ignored") for n in ignored)
         assert len(ignored) == rank // 2 + 1  # the opening turn's marker too
         shown = [t["candidate_item_ids"] for t in turns if t["role"] == "recommender"]
-        assert len(shown[0]) == 3 and row["target_item_id"] in shown[0]
+        assert len(shown[0]) == 5 and row["target_item_id"] in shown[0]
         for earlier, later in zip(shown, shown[1:]):  # what was suggested leaves the shortlist
             assert set(later) < set(earlier)
+    ranks = [r["target_rank"] for r in rows]
+    assert set(ranks) <= {1, 2, 3} and len(set(ranks)) > 1  # the target is not always suggested first
 
 
 def test_reference_replies_are_started_with_an_opener(tmp_path: Path, make_config) -> None:
@@ -172,7 +178,14 @@ def test_reference_user_reads_a_note_after_each_suggestion(tmp_path: Path, make_
     assert target not in user_prompt[0]["content"]  # the built-in prompt keeps the title from the simulator
     notes = [m["content"] for m in user_prompt[3::2]]  # the recommender's messages, in the simulator's view
     assert notes[-1].endswith(f"(This is {target}, the movie you were hoping for: take it.)")
-    assert all(n.endswith("(Not the movie you are hoping for.)") for n in notes[:-1])
+    # Each rejection note names what the suggestion lacks (no item of the test catalog has a decade).
+    wanted = {a["name"]: a["values"] for a in row["target_attributes"]}
+    suggested = [t["item_ids"][0] for t in row["turns"] if t["role"] == "recommender"]
+    assert len(notes) == len(suggested) >= 2
+    for note, item_id in zip(notes[:-1], suggested):
+        lacking = format_attributes(missing(catalog.get(item_id).attributes, wanted))
+        assert "decade" in lacking and note.endswith(f"(Not the movie you are hoping for. It lacks what you want: "
+                                                     f"{lacking}. Say so.)")
     stored = [t["text"] for t in row["turns"] if t["role"] == "recommender"]
     assert all("hoping for" not in text for text in stored)  # the notes are never part of the corpus
 
@@ -183,20 +196,19 @@ def test_reference_skips_seeds_without_target(tmp_path: Path, make_config) -> No
     assert generation.scan.num_valid == 15
 
 
-def test_shortlist_distractors_share_some_not_all_attributes() -> None:
+def test_shortlist_distractors_share_a_value_but_do_not_fit() -> None:
     catalog = make_catalog()
     shortlist = Shortlist(catalog, 3, run_seed=0)
-    for target in ("m1", "m3"):  # two-genre crime films
-        items = shortlist.for_conversation("c1", target)
-        assert items == shortlist.for_conversation("c1", target) and len(items) == 3 and target in items
-        wanted = set(catalog.get(target).attributes["genres"])
-        for other in (i for i in items if i != target):
-            genres = set(catalog.get(other).attributes["genres"])
-            assert genres & wanted and genres != wanted
-    # Pulp Fiction is only "Crime": no item shares part of it, so the most popular other items fill the list.
-    assert set(shortlist.for_conversation("c1", "m6")) == {"m6", "m1", "m2"}
-    orders = {tuple(shortlist.for_conversation(f"c{i}", "m1")) for i in range(20)}
-    assert len(orders) > 1  # shuffled per conversation
+    wanted = {"genres": ["Crime"]}
+    # Fargo is a crime comedy: the comedies that are no crime films share a value and do not fit.
+    items = shortlist.for_conversation("c1", "m3", wanted)
+    assert items == shortlist.for_conversation("c1", "m3", wanted) and set(items) == {"m3", "m2", "m7"}
+    # Pulp Fiction is only "Crime", and every crime film fits: the most popular items that do not fit fill in.
+    assert set(shortlist.for_conversation("c1", "m6", wanted)) == {"m6", "m2", "m4"}
+    positions = [shortlist.for_conversation(f"c{i}", "m3", wanted).index("m3") for i in range(40)]
+    assert set(positions) == {0, 1, 2}  # the target is suggested first, second or third
+    short = Shortlist(catalog, 3, run_seed=0, max_suggestions=1)  # room for one suggestion: the target first
+    assert {short.for_conversation(f"c{i}", "m3", wanted)[0] for i in range(20)} == {"m3"}
 
 
 def test_accept_marker_ignored_outside_the_target_under_reference() -> None:
@@ -291,15 +303,52 @@ def test_teacher_replies_are_constrained_to_name_one_candidate(tmp_path: Path, m
     asyncio.run(Generation(config, tmp_path / "out").run(fake_open_engines(clients)))
     rec_calls = [c for c in log.calls if c.role == "recommender"]
     assert rec_calls and all(c.regex for c in rec_calls)
-    assert all(c.regex is None for c in log.calls if c.role == "user")
-    for call in rec_calls:  # the fake's reply names a shortlisted item: it must match, a made-up one must not
+    for call in rec_calls:  # the fake's reply names the next shortlisted item: it must match, others must not
         assert re.fullmatch(call.regex, call.text)
         assert not re.fullmatch(call.regex, " The Godfather (1972)? A classic.")
+        assert not re.fullmatch(call.regex, call.text + " Or Heat (1995).")  # one item per turn
     free = EngineLog()
     clients = {role: RecordingClient(role, {}, log=free) for role in ("user", "recommender")}
     asyncio.run(Generation(make_config(recommender={"num_candidates": 3}), tmp_path / "free").run(
         fake_open_engines(clients)))
     assert all(c.regex is None for c in free.calls)  # reference-free: unconstrained unless asked
+
+
+def test_teacher_user_replies_must_say_what_the_protocol_asks(make_config) -> None:
+    import re
+
+    config = make_config(protocol="reference", conversation={"max_turns": 10})
+    protocol = DialogueProtocol(config, make_catalog())
+    # No item of the test catalog has a decade, so a wanted decade would be missing from every suggestion.
+    seed = Seed("c", "likes crime", {"genres": ["Crime", "Drama"]}, "m1")
+    conv, parser = Conversation("c", 0, seed), ReplyParser()
+
+    def regex_after(*texts: str) -> str | None:
+        conv.turns.clear()
+        for text in texts:
+            conv.add_reply(Completion(text, 1, 1, 0, "stop"), parser, protocol.catalog, 10, reference=True)
+        protocol.messages(conv, "user")
+        return conv.pending_regex
+
+    opening = regex_after()
+    assert re.fullmatch(opening, " I love heists.") and re.fullmatch(opening, "")
+    assert conv.pending_opener in [t.format(wanted=w) for t in teacher.OPENING_TEMPLATES
+                                   for w in ("a crime movie", "a drama movie")]
+    reject = regex_after("A crime film.", "Try Toy Story (1995).")  # no Crime, no Drama
+    assert conv.pending_opener in [t.format(wanted=w) for t in teacher.REJECTION_TEMPLATES
+                                   for w in ("a crime movie", "a drama movie")]
+    assert not re.fullmatch(reject, " Fine [ACCEPT]")  # no marker after a suggestion that is not the target
+    accept = regex_after("A crime film.", "Try Heat (1995).")
+    assert conv.pending_opener == ""
+    assert re.fullmatch(accept, "Great, I will watch it. [ACCEPT]") and not re.fullmatch(accept, "Great!")
+    conv.add_reply(Completion("Great. Thanks! [ACCEPT]", 1, 1, 0, "stop"), parser, protocol.catalog, 10,
+                   reference=True)
+    assert conv.outcome is Outcome.ACCEPTED and conv.turns[-1].note is None  # written, not recorded
+    free, conv = DialogueProtocol(make_config(), make_catalog()), Conversation("c", 0, seed)
+    free.messages(conv, "user")
+    assert conv.pending_regex is None  # reference-free replies are never constrained
+    with pytest.raises(ValueError, match="only for protocol: reference"):
+        make_config(user={"constrain_replies": True})
 
 
 def test_naming_one_of_escapes_titles() -> None:

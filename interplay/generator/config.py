@@ -95,6 +95,19 @@ class RoleConfig(_Strict):
         return int(json.loads((Path(self.adapter) / "adapter_config.json").read_text()).get("r", 0))
 
 
+class UserConfig(RoleConfig):
+    item_cards: bool = Field(
+        False, description="after each recommender message the user simulator reads the card of every catalog item "
+                           "it names (title, year, attribute values), and the recommender's candidate lists show "
+                           "the same cards; the catalog needs attributes")
+    max_card_chars: int = Field(160, ge=20, description="longer cards are cut (the run says how many)")
+    constrain_replies: bool | None = Field(
+        None, description="reference only: each reply must say what the protocol asks (vLLM structured outputs): "
+                          "the opening names a wanted attribute value, a rejection names a wanted value the "
+                          "suggestion lacks, the reply to the target ends with the accept marker. Default: on "
+                          "under reference")
+
+
 class RecommenderConfig(RoleConfig):
     num_candidates: int | None = Field(
         None, ge=0, description="catalog items shown to the recommender before each of its turns. reference_free: "
@@ -138,7 +151,7 @@ class ConversationConfig(_Strict):
 
 PROTOCOLS = ("reference_free", "reference")
 # Candidates the recommender is shown when recommender.num_candidates is not set.
-DEFAULT_NUM_CANDIDATES = {"reference_free": 0, "reference": 3}
+DEFAULT_NUM_CANDIDATES = {"reference_free": 0, "reference": 5}
 
 
 class GenerateConfig(_Strict):
@@ -149,7 +162,7 @@ class GenerateConfig(_Strict):
                                       "to train on)")
     topology: Literal["shared", "separate"] = "shared"
     engine: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments (all engines)")
-    user: RoleConfig = Field(default_factory=RoleConfig)
+    user: UserConfig = Field(default_factory=UserConfig)
     recommender: RecommenderConfig = Field(default_factory=RecommenderConfig)
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     conversation: ConversationConfig = Field(default_factory=ConversationConfig)
@@ -200,6 +213,9 @@ class GenerateConfig(_Strict):
         if self.protocol == "reference_free" and template is not None and "{target}" in template:
             raise ValueError("user.system_prompt: {target} is only for protocol: reference; a reference-free user "
                              "simulator never knows the target")
+        if self.protocol == "reference_free" and self.user.constrain_replies:
+            raise ValueError("user.constrain_replies: only for protocol: reference; its acceptance follows the "
+                             "target, which a reference-free user simulator never knows")
         if self.protocol == "reference" and self.num_candidates < 1:
             raise ValueError("recommender.num_candidates: the reference protocol shows the target among the "
                              "candidates, so it needs at least 1")
@@ -238,6 +254,11 @@ class GenerateConfig(_Strict):
     def constrain_to_candidates(self) -> bool:
         on = self.recommender.constrain_to_candidates
         return (self.protocol == "reference" if on is None else on) and self.num_candidates > 0
+
+    @property
+    def constrain_user_replies(self) -> bool:
+        on = self.user.constrain_replies
+        return self.protocol == "reference" if on is None else on
 
     @property
     def sampling_run_seed(self) -> int | None:

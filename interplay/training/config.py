@@ -62,13 +62,16 @@ class PromptSettings(_Strict):
     recommender_system_prompt: str | None = None
     num_candidates: int = Field(0, ge=0, description="the recommender is served with this many retrieved catalog "
                                                      "candidates (reference_free): its examples show the same lists")
-    catalog: str | None = Field(None, description="the catalog those candidates come from (with num_candidates)")
+    item_cards: bool = Field(False, description="the user simulator is served with item cards (user.item_cards): "
+                                                "its examples show the same cards, and candidate lists show cards")
+    max_card_chars: int = Field(160, ge=20, description="user.max_card_chars of the serving config")
+    catalog: str | None = Field(None, description="the catalog those candidates and cards come from")
 
     @model_validator(mode="after")
     def _catalog(self) -> PromptSettings:
-        if self.num_candidates and not self.catalog:
-            raise ValueError("prompts.catalog: required with prompts.num_candidates (the catalog the served "
-                             "recommender retrieves from)")
+        for key in ("num_candidates", "item_cards"):
+            if getattr(self, key) and not self.catalog:
+                raise ValueError(f"prompts.catalog: required with prompts.{key} (the catalog the served roles read)")
         return self
 
     @field_validator("user_system_prompt", "recommender_system_prompt")
@@ -149,17 +152,24 @@ def prompts_from_generation_config(path: str | Path) -> dict[str, Any]:
         template = (raw.get(role) or {}).get("system_prompt")
         if template is not None:
             out[f"{role}_system_prompt"] = template
-    # A reference-free recommender served with retrieved candidates is trained on the same lists.
+    # A reference-free recommender served with retrieved candidates is trained on the same lists, and a user
+    # simulator served with item cards on the same cards.
     k = (raw.get("recommender") or {}).get("num_candidates")
+    user = raw.get("user") or {}
     if raw.get("protocol", "reference_free") == "reference_free" and k:
+        out["num_candidates"] = k
+    if user.get("item_cards"):
+        out["item_cards"] = True
+        if user.get("max_card_chars") is not None:
+            out["max_card_chars"] = user["max_card_chars"]
+    if "num_candidates" in out or "item_cards" in out:
         seeds = raw.get("seeds") or {}
         if seeds.get("source", "movielens") == "file":
-            catalog = seeds.get("catalog")
+            out["catalog"] = seeds.get("catalog")
         else:
             from interplay.prepare import prepare_seeds
 
-            catalog = str(prepare_seeds()[1])  # every MovieLens build holds the same movies
-        out.update({"num_candidates": k, "catalog": catalog})
+            out["catalog"] = str(prepare_seeds()[1])  # every MovieLens build holds the same movies
     return out
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from interplay.generator.dialogue.prompts import recommender_system_prompt, role_messages, user_system_prompt
-from interplay.generator.dialogue.protocol import RetrievedCandidates
+from interplay.generator.dialogue.protocol import RetrievedCandidates, user_history
+from interplay.generator.inputs.cards import ItemCards
 from interplay.training.config import PromptSettings
 from interplay.training.data import Dialogue
 from interplay.training.errors import TrainingInputError
@@ -60,20 +61,37 @@ def end_of_turn_ids(tokenizer: Any, model_path: str | None = None) -> set[int]:
     return ids
 
 
-def candidate_view(prompts: PromptSettings) -> RetrievedCandidates | None:
+def item_cards(prompts: PromptSettings) -> ItemCards | None:
+    """The cards the served roles read, when they are served with them."""
+    if not prompts.item_cards:
+        return None
+    from interplay.generator.inputs.catalog import Catalog, CatalogError
+
+    try:
+        catalog = Catalog.load(prompts.catalog)
+    except CatalogError as e:
+        raise TrainingInputError(f"prompts.catalog: {e}") from None
+    if not ItemCards.has_attributes(catalog):
+        raise TrainingInputError(f"prompts.item_cards: the catalog {prompts.catalog} has no attributes to show on a "
+                                 "card; give its items attributes (genres, ...) or serve without item cards")
+    return ItemCards(catalog, prompts.max_card_chars)
+
+
+def candidate_view(prompts: PromptSettings, cards: ItemCards | None = None) -> RetrievedCandidates | None:
     """The served recommender's candidate lists, when it is served with them (built once: it indexes the catalog)."""
     if not prompts.num_candidates:
         return None
     from interplay.generator.inputs.catalog import Catalog, CatalogError
 
     try:
-        return RetrievedCandidates(Catalog.load(prompts.catalog), prompts.num_candidates)
+        catalog = cards.catalog if cards is not None else Catalog.load(prompts.catalog)
     except CatalogError as e:
         raise TrainingInputError(f"prompts.catalog: {e}") from None
+    return RetrievedCandidates(catalog, prompts.num_candidates, cards=cards)
 
 
-def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings, candidates: RetrievedCandidates | None = None
-              ) -> tuple[str, list[tuple[str, str]]] | str:
+def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings, candidates: RetrievedCandidates | None = None,
+              cards: ItemCards | None = None) -> tuple[str, list[tuple[str, str]]] | str:
     """(system prompt, history as the role is trained on it), or why the dialogue cannot train this role."""
     history = list(dialogue.turns)
     if role == "recommender":
@@ -90,6 +108,7 @@ def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings, candidates
     if marker and history[-1][0] == "user":
         speaker, text = history[-1]
         history[-1] = (speaker, f"{text} {marker}" if text else marker)
+    history = user_history(history, cards)
     system = user_system_prompt(dialogue.preference_summary, dialogue.target_attributes, item=prompts.item_noun,
                                 accept_marker=prompts.accept_marker, quit_marker=prompts.quit_marker,
                                 template=prompts.user_system_prompt)
@@ -97,9 +116,10 @@ def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings, candidates
 
 
 def build_example(tokenizer: Any, role: str, dialogue: Dialogue, prompts: PromptSettings, *, max_seq_len: int,
-                  eos_ids: set[int], candidates: RetrievedCandidates | None = None) -> Example | str:
+                  eos_ids: set[int], candidates: RetrievedCandidates | None = None,
+                  cards: ItemCards | None = None) -> Example | str:
     """The role's example from `dialogue`, or the reason there is none."""
-    view = role_view(role, dialogue, prompts, candidates)
+    view = role_view(role, dialogue, prompts, candidates, cards)
     if isinstance(view, str):
         return view
     system, history = view
@@ -147,11 +167,12 @@ class ExampleStats:
 def build_examples(tokenizer: Any, role: str, dialogues: Iterable[Dialogue], prompts: PromptSettings, *,
                    max_seq_len: int, eos_ids: set[int]) -> tuple[list[Example], ExampleStats]:
     stats, examples = ExampleStats(), []
-    candidates = candidate_view(prompts) if role == "recommender" else None
+    cards = item_cards(prompts)
+    candidates = candidate_view(prompts, cards) if role == "recommender" else None
     for dialogue in dialogues:
         stats.num_dialogues += 1
         example = build_example(tokenizer, role, dialogue, prompts, max_seq_len=max_seq_len, eos_ids=eos_ids,
-                                candidates=candidates)
+                                candidates=candidates, cards=cards)
         if isinstance(example, str):
             stats.skipped[example] += 1
             continue

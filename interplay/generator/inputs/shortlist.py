@@ -1,29 +1,41 @@
-"""The teacher's shortlist (protocol: reference): the target and k-1 distractors, as PEARL's recommender gets.
+"""The teacher's shortlist (protocol: reference): the target and k-1 distractors, in the order they are suggested.
 
-A distractor shares some, not all, of the target's attribute values (a drama from another decade, a 1990s comedy
-for a 1990s romantic comedy), so it is plausible but not the answer. Distractors come from the most popular items that share an
-attribute value with the target (catalog order), sampled and shuffled with a generator seeded by the run seed and
-the conversation id: the same conversation gets the same shortlist on every run. Where too few items share an
-attribute, the catalog's first items fill in.
+A distractor shares an attribute value with the target (a drama from another decade, a 1990s comedy for a 1990s
+romance), so it is plausible, but it does not fit the target attributes by the attribute rule
+(interplay.common.attributes): some wanted attribute has none of its wanted values. Every rejection of a
+distractor then has a reason the user simulator can say, and what the simulators learn from the teacher is the
+rule itself: accept what fits, say what is missing from what does not.
+
+The target is not always first: it is suggested at a position drawn from TARGET_POSITIONS, after that many
+distractors, so most teacher dialogues reject before they accept; a dialogue whose max_turns leaves room for
+fewer suggestions gets the target sooner. Distractors come from the most popular items that share a value with
+the target (catalog order), sampled with a generator seeded by the run seed and the conversation id: the same
+conversation gets the same shortlist on every run. Where too few items qualify, the catalog's first items that
+do not fit fill in, then any.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 
+from interplay.common.attributes import fits
 from interplay.generator.inputs.catalog import Catalog
 
 POOL_PER_VALUE = 200  # popular items per attribute value that may become distractors
+# 1-based position of the target among the suggestions -> weight: 80% of dialogues reject one or two first.
+TARGET_POSITIONS = {1: 0.2, 2: 0.4, 3: 0.4}
 
 
-def _values(attributes: dict[str, list[str]]) -> frozenset[tuple[str, str]]:
+def _values(attributes: Mapping[str, Sequence[str]]) -> frozenset[tuple[str, str]]:
     """An item's (attribute name, value) pairs, values casefolded."""
     return frozenset((name, v.casefold()) for name, values in attributes.items() for v in values)
 
 
 class Shortlist:
-    def __init__(self, catalog: Catalog, size: int, run_seed: int):
+    def __init__(self, catalog: Catalog, size: int, run_seed: int, max_suggestions: int | None = None):
         self.catalog, self.size, self.run_seed = catalog, size, run_seed
+        self.max_suggestions = max_suggestions  # recommender turns a dialogue has room for (None: no limit)
         self._values = {item.item_id: _values(item.attributes) for item in catalog}
         # (attribute name, value) -> item ids in catalog order, the first POOL_PER_VALUE of them.
         self._by_value: dict[tuple[str, str], list[str]] = {}
@@ -33,23 +45,35 @@ class Shortlist:
                 if len(ids) < POOL_PER_VALUE:
                     ids.append(item_id)
 
-    def for_conversation(self, conversation_id: str, target_id: str) -> list[str]:
-        """The target and its distractors, shuffled; the same for the same run seed and conversation."""
-        wanted = self._values.get(target_id, frozenset())
+    def _misfits(self, item_id: str, target: Mapping[str, Sequence[str]]) -> bool:
+        item = self.catalog.get(item_id)
+        return item is not None and not fits(item.attributes, target)
+
+    def for_conversation(self, conversation_id: str, target_id: str,
+                         target_attributes: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+        """The shortlist in suggestion order: distractors, the target at its drawn position, more distractors.
+        `target_attributes` (default: the target item's own) decide which items do not fit."""
+        target_item = self.catalog.get(target_id)
+        wanted_attrs = target_attributes or (target_item.attributes if target_item else {})
+        wanted = self._values.get(target_id, frozenset()) | _values(wanted_attrs)
         pool: dict[str, None] = {}
         for pair in sorted(wanted):
             for item_id in self._by_value.get(pair, ()):
-                # Counted per attribute value: [Comedy, Romance] + 1990s is matched in part by a 1990s comedy.
-                if item_id != target_id and 0 < len(wanted & self._values[item_id]) < len(wanted):
+                if item_id != target_id and self._misfits(item_id, wanted_attrs):
                     pool[item_id] = None
         rng = random.Random(f"{self.run_seed}:{conversation_id}:shortlist")
         num = self.size - 1
         chosen = rng.sample(sorted(pool), min(num, len(pool)))
-        for item in self.catalog:  # a target with few neighbours: popular items fill the list
-            if len(chosen) >= num:
-                break
-            if item.item_id != target_id and item.item_id not in chosen:
-                chosen.append(item.item_id)
-        items = [target_id, *chosen]
-        rng.shuffle(items)
-        return items
+        for strict in (True, False):  # a target with few neighbours: popular misfits fill the list, then any
+            for item in self.catalog:
+                if len(chosen) >= num:
+                    break
+                if item.item_id != target_id and item.item_id not in chosen and (
+                        not strict or self._misfits(item.item_id, wanted_attrs)):
+                    chosen.append(item.item_id)
+        positions, weights = zip(*TARGET_POSITIONS.items())
+        position = rng.choices(positions, weights)[0]
+        if self.max_suggestions is not None:
+            position = min(position, max(self.max_suggestions, 1))
+        position = min(position, len(chosen) + 1)
+        return [*chosen[:position - 1], target_id, *chosen[position - 1:]]

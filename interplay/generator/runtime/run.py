@@ -23,6 +23,7 @@ from interplay.generator.config import ConfigError, GenerateConfig
 from interplay.generator.dialogue.conversation import Conversation, Outcome
 from interplay.generator.dialogue.parsing import ReplyParser
 from interplay.generator.dialogue.protocol import DialogueProtocol
+from interplay.generator.inputs.cards import ItemCards
 from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.inputs.retrieval import CandidateIndex
 from interplay.generator.inputs.seeds import SeedScan, scan_seeds
@@ -67,6 +68,16 @@ def check_candidates(config: GenerateConfig, catalog: Catalog) -> None:
                           "user asks for; give its items attributes (genres, ...) or set num_candidates: 0")
 
 
+def check_cards(config: GenerateConfig, catalog: Catalog, catalog_path: Path) -> int:
+    """user.item_cards against the catalog, before any engine starts; the number of cards that will be cut."""
+    if not config.user.item_cards:
+        return 0
+    if not ItemCards.has_attributes(catalog):
+        raise ConfigError(f"user.item_cards: the catalog {catalog_path} has no attributes to show on a card; give "
+                          "its items attributes (genres, ...) or set user.item_cards: false")
+    return ItemCards(catalog, config.user.max_card_chars).num_cut()
+
+
 class Generation:
     """Prepared run: inputs checked and the output directory opened, engines not started yet."""
 
@@ -77,6 +88,7 @@ class Generation:
         self.seeds_path, self.catalog_path = resolve_seeds(config)
         self.catalog = Catalog.load(self.catalog_path)
         check_candidates(config, self.catalog)
+        self.num_cards_cut = check_cards(config, self.catalog, self.catalog_path)
         # The reference protocol tells the simulator its target: a seed without one is skipped, and counted.
         self._require_target = config.protocol == "reference"
         # The catalog's ids: a seed whose target is not among them is skipped (counted in the manifest).
@@ -135,7 +147,8 @@ class Generation:
                 "catalog": {"path": str(self.catalog_path), "sha256": self.identity["catalog"],
                             "num_items": len(self.catalog),
                             "skipped": self.catalog.num_skipped,
-                            "duplicate_titles": self.catalog.num_duplicate_titles}}
+                            "duplicate_titles": self.catalog.num_duplicate_titles,
+                            "cards_cut": self.num_cards_cut}}
 
     # What a kind of run decides; the single-LLM baseline (baseline.py) overrides these and nothing of run().
 
