@@ -6,10 +6,11 @@ reference-free to evaluation users, and measure success against the zero-shot mo
 
 1. split    MovieLens users into training and evaluation users (split.py; recorded in OUT/split/split.json)
 2. teacher  `protocol: reference` on training users' seeds
-3. train    one LoRA adapter per role with `interplay train` on the teacher's accepted dialogues, each on the view
-            it is served with: the user simulator on its summary and attributes (never the target, the notes or
-            the shortlist; the accept marker on its accepting turn), the recommender on the conversation with
-            the candidates retrieval shows it when served with `num_candidates: 5` (never the teacher's shortlist)
+3. train    one LoRA adapter per role with `interplay train` on the teacher's dialogues, each on the view it is
+            served with: the user simulator on its summary and attributes and the item cards (never the target,
+            the notes or the shortlist; the accept marker on its accepting turn), on the accepted dialogues and
+            those that rejected every suggestion; the recommender on the accepted ones, with the candidates
+            retrieval shows it when served with `num_candidates: 5` (never the teacher's shortlist)
 4. merge    each adapter into full weights: vLLM's CPU LoRA path is about 4x slower than a plain model
 5. evaluate the same evaluation users' seeds for every corpus: zero_shot, zero_shot_candidates, trained,
             trained_user (trained simulator, zero-shot recommender), teacher, baseline (single LLM)
@@ -41,7 +42,11 @@ from interplay.common.roles import ROLES
 ROOT = Path(__file__).resolve().parents[1]
 SERVED_CANDIDATES = 5
 # name -> (teacher dialogues, eval dialogues per corpus, training steps, held-out loss every, max_turns, in flight)
-SIZES = {"full": (300, 100, 60, 10, 8, 64), "quick": (32, 12, 8, 4, 8, 32), "tiny": (4, 2, 2, 1, 4, 4)}
+SIZES = {"full": (300, 150, 75, 15, 8, 64), "quick": (32, 12, 8, 4, 8, 32), "tiny": (4, 2, 2, 1, 4, 4)}
+# What each role learns from: the user simulator also from the teacher dialogues in which nothing it was offered
+# fit (they end at max_turns, every suggestion rejected), so that no position in a dialogue means "accept"; the
+# recommender only from dialogues that found the target.
+TRAIN_OUTCOMES = {"user": "[accepted, max_turns]", "recommender": "[accepted]"}
 EVAL_CORPORA = ("zero_shot", "zero_shot_candidates", "trained", "trained_user", "teacher", "baseline")
 
 
@@ -118,10 +123,10 @@ class Experiment:
     def train(self, role: str, teacher: Path, served: Path) -> dict[str, Any]:
         adapter = self.path("adapters", role)
         if not (adapter / "loss.json").is_file():
-            log(f"train {role}: {self.steps} steps on the teacher's accepted dialogues")
+            log(f"train {role}: {self.steps} steps on the teacher's dialogues ({TRAIN_OUTCOMES[role]})")
             interplay(["train", "--role", role, "--data", str(teacher), "--output", str(adapter),
                        "--base-model", self.base_model, "--prompts-from", str(served), "--overwrite",
-                       "--set", "data.outcomes=[accepted]", "--set", f"train.max_steps={self.steps}",
+                       "--set", f"data.outcomes={TRAIN_OUTCOMES[role]}", "--set", f"train.max_steps={self.steps}",
                        "--set", f"train.eval_steps={self.eval_steps}", "--set", "train.learning_rate=1e-3",
                        "--set", "train.max_seq_len=768"], self.path("logs", f"train-{role}.log"))
         summary = json.loads((adapter / "loss.json").read_text())

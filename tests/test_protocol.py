@@ -15,6 +15,7 @@ import pytest
 from conftest import make_catalog, make_seeds
 from fake_engine import EngineLog, FakeClient, fake_open_engines
 from interplay.common.attributes import missing
+from interplay.common.roles import PROTOCOL_ACCEPT_NOTE
 from interplay.generator.config import ConfigError, GenerateConfig
 from interplay.generator.dialogue.conversation import Completion, Conversation, Outcome
 from interplay.generator.dialogue.parsing import ReplyParser
@@ -114,7 +115,7 @@ def accept_only_target(config: GenerateConfig) -> dict[str, Any]:
     """Replies for a reference run: the recommender names the shortlist's items one per turn, in order; the user
     writes the marker every time (so the protocol has to ignore it after a wrong suggestion)."""
     catalog = make_catalog()
-    shortlist = Shortlist(catalog, config.num_candidates, config.seed, config.conversation.max_turns // 2)
+    shortlist = Shortlist(catalog, config.num_candidates, config.seed, (config.conversation.max_turns - 1) // 2)
 
     def recommender(request_id: str, seed: int) -> str:
         cid, turn = request_id.rsplit("@", 1)
@@ -129,8 +130,13 @@ def test_reference_accepts_exactly_when_the_target_is_suggested(tmp_path: Path, 
     config = make_config(protocol="reference", conversation={"max_turns": 10})
     rows, prompts = run(config, tmp_path / "out", **accept_only_target(config))
     assert rows and {r["protocol"] for r in rows} == {"reference"}
-    assert all(r["outcome"] == "accepted" and r["accepted_item_id"] == r["target_item_id"] for r in rows)
-    for row in rows:
+    accepted = [r for r in rows if r["outcome"] == "accepted"]
+    assert all(r["accepted_item_id"] == r["target_item_id"] for r in accepted)
+    # The target drawn last comes after every distractor: those dialogues reject every suggestion until max_turns
+    # (at 10 turns the fifth suggestion, the last turn, is the target, with no user turn left to accept it).
+    assert {r["outcome"] for r in rows} == {"accepted", "max_turns"}
+    assert all(r["target_rank"] in (None, 5) for r in rows if r["outcome"] == "max_turns")
+    for row in accepted:
         turns = row["turns"]
         rank = next(i for i, t in enumerate(turns) if t["role"] == "recommender" and row["target_item_id"] in t["item_ids"])
         assert len(turns) == rank + 2  # the user's next turn accepts
@@ -141,7 +147,7 @@ def test_reference_accepts_exactly_when_the_target_is_suggested(tmp_path: Path, 
         assert len(shown[0]) == 5 and row["target_item_id"] in shown[0]
         for earlier, later in zip(shown, shown[1:]):  # what was suggested leaves the shortlist
             assert set(later) < set(earlier)
-    ranks = [r["target_rank"] for r in rows]
+    ranks = [r["target_rank"] for r in accepted]
     assert set(ranks) <= {1, 2, 3} and len(set(ranks)) > 1  # the target is not always suggested first
 
 
@@ -164,8 +170,8 @@ def test_reference_records_the_accept_when_the_simulator_forgets_the_marker(tmp_
     config = make_config(protocol="reference", conversation={"max_turns": 10})
     replies = {**accept_only_target(config), "user": lambda rid, seed: "Hmm, maybe."}
     rows, _ = run(config, tmp_path / "out", **replies)
-    assert all(r["outcome"] == "accepted" for r in rows)
-    assert all(r["turns"][-1]["note"] == "accept recorded by the protocol: the target was suggested" for r in rows)
+    accepted = [r for r in rows if r["outcome"] == "accepted"]
+    assert accepted and all(r["turns"][-1]["note"] == PROTOCOL_ACCEPT_NOTE for r in accepted)
 
 
 def test_reference_user_reads_a_note_after_each_suggestion(tmp_path: Path, make_config) -> None:
@@ -190,6 +196,15 @@ def test_reference_user_reads_a_note_after_each_suggestion(tmp_path: Path, make_
     assert all("hoping for" not in text for text in stored)  # the notes are never part of the corpus
 
 
+def test_reference_accepts_within_max_turns(tmp_path: Path, make_config) -> None:
+    for max_turns in (4, 5, 6):  # room for one, two and two suggestions before the user's last turn
+        config = make_config(protocol="reference", conversation={"max_turns": max_turns})
+        rows, _ = run(config, tmp_path / f"out{max_turns}", **accept_only_target(config))
+        accepted = [r for r in rows if r["outcome"] == "accepted"]
+        assert {r["target_rank"] for r in accepted} == set(range(1, (max_turns - 1) // 2 + 1))
+        assert all(r["target_rank"] is None for r in rows if r not in accepted)
+
+
 def test_reference_skips_seeds_without_target(tmp_path: Path, make_config) -> None:
     generation = Generation(make_config(protocol="reference"), tmp_path / "out")
     assert generation.scan.skipped == {NO_TARGET: 5}  # make_seeds: every 4th seed has no target
@@ -207,8 +222,9 @@ def test_shortlist_distractors_share_a_value_but_do_not_fit() -> None:
     assert set(shortlist.for_conversation("c1", "m6", wanted)) == {"m6", "m2", "m4"}
     positions = [shortlist.for_conversation(f"c{i}", "m3", wanted).index("m3") for i in range(40)]
     assert set(positions) == {0, 1, 2}  # the target is suggested first, second or third
-    short = Shortlist(catalog, 3, run_seed=0, max_suggestions=1)  # room for one suggestion: the target first
-    assert {short.for_conversation(f"c{i}", "m3", wanted)[0] for i in range(20)} == {"m3"}
+    # Room for one suggestion: the target first, unless it was drawn last (never reached).
+    short = Shortlist(catalog, 3, run_seed=0, max_suggestions=1)
+    assert {short.for_conversation(f"c{i}", "m3", wanted).index("m3") for i in range(40)} == {0, 2}
 
 
 def test_accept_marker_ignored_outside_the_target_under_reference() -> None:

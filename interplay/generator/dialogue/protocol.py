@@ -142,8 +142,9 @@ class DialogueProtocol:
         self.cards = ItemCards(catalog, config.user.max_card_chars) if config.user.item_cards else None
         self._recommender_system = recommender_system_prompt(
             item=self.item, template=config.recommender.system_prompt, with_candidates=self.num_candidates > 0)
-        # The user opens, then each recommender turn suggests one shortlisted item: max_turns // 2 of them.
-        self._shortlist = Shortlist(catalog, self.num_candidates, config.seed, conv.max_turns // 2) \
+        # The user opens and each recommender turn suggests one shortlisted item; the target's suggestion needs a
+        # user turn after it, so it comes at most (max_turns - 1) // 2 suggestions in.
+        self._shortlist = Shortlist(catalog, self.num_candidates, config.seed, (conv.max_turns - 1) // 2) \
             if self.is_reference and self.num_candidates else None
         self._retrieved = RetrievedCandidates(catalog, self.num_candidates) \
             if not self.is_reference and self.num_candidates else None

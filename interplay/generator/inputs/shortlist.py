@@ -8,7 +8,7 @@ rule itself: accept what fits, say what is missing from what does not.
 
 The target is not always first: it is suggested at a position drawn from TARGET_POSITIONS, after that many
 distractors, so most teacher dialogues reject before they accept; a dialogue whose max_turns leaves room for
-fewer suggestions gets the target sooner. Distractors come from the most popular items that share a value with
+fewer suggestions gets the target sooner, except when it is drawn last: then every suggestion is rejected. Distractors come from the most popular items that share a value with
 the target (catalog order), sampled with a generator seeded by the run seed and the conversation id: the same
 conversation gets the same shortlist on every run. Where too few items qualify, the catalog's first items that
 do not fit fill in, then any.
@@ -23,8 +23,10 @@ from interplay.common.attributes import fits
 from interplay.generator.inputs.catalog import Catalog
 
 POOL_PER_VALUE = 200  # popular items per attribute value that may become distractors
-# 1-based position of the target among the suggestions -> weight: 80% of dialogues reject one or two first.
-TARGET_POSITIONS = {1: 0.2, 2: 0.4, 3: 0.4}
+# 1-based position of the target among the suggestions -> weight. 0: last, after every distractor, which a
+# dialogue of 8 turns never reaches: it rejects every suggestion. 80% of dialogues reject before they accept or
+# end, and no position always accepts, so what tells a simulator trained on them to accept is the card alone.
+TARGET_POSITIONS = {1: 0.2, 2: 0.3, 3: 0.3, 0: 0.2}
 
 
 def _values(attributes: Mapping[str, Sequence[str]]) -> frozenset[tuple[str, str]]:
@@ -73,7 +75,7 @@ class Shortlist:
                     chosen.append(item.item_id)
         positions, weights = zip(*TARGET_POSITIONS.items())
         position = rng.choices(positions, weights)[0]
-        if self.max_suggestions is not None:
+        if position and self.max_suggestions is not None:
             position = min(position, max(self.max_suggestions, 1))
-        position = min(position, len(chosen) + 1)
+        position = min(position or len(chosen) + 1, len(chosen) + 1)
         return [*chosen[:position - 1], target_id, *chosen[position - 1:]]
