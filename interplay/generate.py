@@ -116,6 +116,8 @@ def main(args: argparse.Namespace) -> int:
     if failure is None and not stopped_early and manifest["status"] != "complete" and _interrupted(generation):
         failure = "interrupted"  # the first Ctrl-C: no new conversations, the active ones finished and written
     print(_summary(manifest, args.output))
+    if (smoke := zero_shot_note(config)) and manifest["totals"]["num_dialogues"]:
+        print(smoke)
     if stopped_early:
         print(f"interplay: stopped early: {stopped_early}; fix the cause and rerun the same command (failed "
               f"conversations are retried, up to max_attempts={config.max_attempts} runs each)", file=sys.stderr)
@@ -124,6 +126,19 @@ def main(args: argparse.Namespace) -> int:
         print(f"interplay: stopped: {failure}; finished dialogues are saved, rerun the same command to resume",
               file=sys.stderr)
     return 0 if manifest["status"] == "complete" else 1
+
+
+def zero_shot_note(config: Any) -> str | None:
+    """What a newcomer should know after `make generate` on the untrained embedded model: it cannot hold a
+    recommendation dialogue, and which command gives trained ones. None for any other model or with adapters."""
+    from interplay.prepare import default_model_dir
+
+    models = {Path(config.engine_args(role)["model"]).expanduser() for role in ("user", "recommender")}
+    if models != {default_model_dir()} or config.user.adapter or config.recommender.adapter:
+        return None
+    return ("  note: a zero-shot smoke run. Untrained, SmolLM2-135M cannot hold a recommendation dialogue; "
+            "`make reproduce` trains both simulators on teacher dialogues and serves them reference-free "
+            "(docs/reproduce.md)")
 
 
 # The last exception line of the engine core's traceback, e.g. "ValueError: Available memory on node 0 ...".

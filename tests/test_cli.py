@@ -151,3 +151,21 @@ def test_python_m_interplay_show_without_manifest(tmp_path: Path):
                             text=True, timeout=60)
     assert result.returncode == 2
     assert "interplay: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_zero_shot_run_of_the_embedded_model_says_so(tmp_path: Path, model_dir: Path, monkeypatch) -> None:
+    """`make generate` on the untrained embedded model names the command that gives trained dialogues; a run of
+    another model, or one with an adapter, is not called a smoke run."""
+    from interplay.generate import zero_shot_note
+    from interplay.generator.config import load_config
+
+    monkeypatch.setattr("interplay.prepare.default_model_dir", lambda: model_dir)
+    assert "make reproduce" in zero_shot_note(load_config(None, {"engine.model": str(model_dir)}))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    assert zero_shot_note(load_config(None, {"engine.model": str(other)})) is None
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    assert zero_shot_note(load_config(None, {"engine.model": str(model_dir), "user.adapter": str(adapter)})) is None
