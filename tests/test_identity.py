@@ -17,7 +17,13 @@ from fake_engine import fake_open_engines, make_clients
 from interplay.generator.config import RUNTIME_ENGINE_KEYS, RUNTIME_KEYS, load_config
 from interplay.generator.dialogue import prompts
 from interplay.generator.output.writer import OutputError
-from interplay.generator.runtime.identity import corpus_identity, fingerprint_dir, identity_hash
+from interplay.generator.runtime.identity import (
+    DECIDING_MODULES,
+    builtin_constants,
+    corpus_identity,
+    fingerprint_dir,
+    identity_hash,
+)
 from interplay.generator.runtime.run import Generation
 
 HUB_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # no file is read for a hub id: the hash is path-independent
@@ -94,6 +100,38 @@ def test_content_fingerprints(tmp_path, make_config, monkeypatch):
     assert corpus_identity(config, seeds, catalog)["prompts"] != before["prompts"]
     (Path(config.engine["model"]) / "tokenizer_config.json").write_text("{}")
     assert corpus_identity(config, seeds, catalog)["model.user"] != before["model.user"]
+
+
+def _edited(value):
+    if isinstance(value, str):
+        return value + " Be brief."
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return {**value, "x": 1} if isinstance(value, dict) else type(value)([*value, "x"])
+    return value + 1
+
+
+@pytest.mark.parametrize("name", sorted(builtin_constants()))
+def test_every_builtin_text_and_number_is_part_of_the_identity(name: str, monkeypatch, tmp_path: Path,
+                                                               make_config) -> None:
+    """Each constant of the modules that decide what the roles see or must write (prompts, notes, openers, the
+    teacher's templates, reply patterns, shortlist positions, cards): edited, the corpus identity changes."""
+    config = make_config()
+    seeds, catalog = Path(config.seeds.path), Path(config.seeds.catalog)
+    before = corpus_identity(config, seeds, catalog)["prompts"]
+    module_name, attribute = name.rsplit(".", 1)
+    module = next(m for m in DECIDING_MODULES if m.__name__ == module_name)
+    monkeypatch.setattr(module, attribute, _edited(getattr(module, attribute)))
+    assert corpus_identity(config, seeds, catalog)["prompts"] != before
+
+
+def test_the_teachers_texts_are_among_the_constants() -> None:
+    names = set(builtin_constants())
+    assert {"interplay.generator.dialogue.prompts.REJECT_REASON_NOTE",
+            "interplay.generator.dialogue.prompts.CANDIDATES_NOTE",
+            "interplay.generator.dialogue.prompts.USER_SYSTEM_REFERENCE",
+            "interplay.generator.dialogue.teacher.REJECTION_TEMPLATES",
+            "interplay.generator.dialogue.protocol._REST_ONE_ITEM",
+            "interplay.generator.inputs.shortlist.TARGET_POSITIONS"} <= names
 
 
 def run(config, out: Path) -> dict:

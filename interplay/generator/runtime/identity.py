@@ -1,7 +1,8 @@
 """What decides the dialogues of a corpus: its identity, which every run into one output must share to resume.
 
     config          config.hash(): every config key but the runtime ones (memory, parallelism, shard size, ...)
-    prompts         the built-in templates, so an edited template is a new corpus even with the same config
+    prompts         the built-in texts and numbers (templates, notes, openers, the teacher's, the regular
+                    expressions of constrained replies): an edited one is a new corpus even with the same config
     model.<role>    the served model's files by content (see fingerprint_dir), or its hub id and revision
     adapter.<role>  the LoRA adapter's files by content: a retrained adapter in the same folder is a new corpus
     seeds, catalog  the input files by content (sha256): an edited seed file with the same row count is caught
@@ -17,14 +18,18 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import interplay
 from interplay.common.roles import ROLES
 from interplay.generator.config import GenerateConfig
-from interplay.generator.dialogue import prompts
+from interplay.generator.dialogue import prompts, protocol, teacher
+from interplay.generator.inputs import cards, shortlist
 
+DECIDING_MODULES = (prompts, teacher, protocol, shortlist, cards)
+_CONSTANT = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 SAMPLE_BYTES = 1 << 20  # a large file is fingerprinted by its size and its first and last MiB
 LARGE_FILE = 8 << 20
 
@@ -62,9 +67,30 @@ def _model(args: dict[str, Any]) -> str:
     return f"{model}@{args.get('revision') or 'main'}"  # a hub id: its revision pins the content
 
 
+def builtin_constants() -> dict[str, Any]:
+    """Every module-level constant (UPPER_CASE, or _UPPER_CASE) of the modules whose built-in texts and numbers
+    decide what the roles are shown or must write: prompts, notes, openers, the teacher's templates, the regular
+    expressions of constrained replies, the shortlist's positions, the cards' format."""
+    return {f"{module.__name__}.{name}": value for module in DECIDING_MODULES
+            for name, value in sorted(vars(module).items()) if _CONSTANT.match(name)
+            and isinstance(value, (str, int, float, tuple, list, dict, set, frozenset))}
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(map(_canonical, value))
+    if isinstance(value, dict):
+        return sorted([str(k), _canonical(v)] for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def prompts_digest(*extra: str) -> str:
-    texts = [prompts.USER_SYSTEM, prompts.USER_OPENING, prompts.RECOMMENDER_SYSTEM, *extra]
-    return hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
+    """The built-in constants (builtin_constants) and `extra` texts: an edited template, note or opener is a new
+    corpus even with the same config."""
+    data = {"constants": {k: _canonical(v) for k, v in builtin_constants().items()}, "extra": list(extra)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def corpus_identity(config: GenerateConfig, seeds_path: Path, catalog_path: Path, *,
