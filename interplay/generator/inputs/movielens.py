@@ -254,6 +254,9 @@ def _build_locked(out: Path, params: dict[str, Any], targets_per_user: int, min_
         tmp.unlink(missing_ok=True)
     _write_catalog(catalog_path, movies)
     tmp = _unique_tmp(meta_path)
-    tmp.write_text(json.dumps(params, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, meta_path)
+    try:
+        tmp.write_text(json.dumps(params, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, meta_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return seeds_path, catalog_path

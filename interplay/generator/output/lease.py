@@ -111,11 +111,15 @@ class Lease:
                                 "to finish, stop it, or use another --output")
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
         lease = cls(storage, name, record)
-        lease.check()  # read back: on an object store this is the only sign of a writer that raced us
-        if heartbeat:
-            lease._thread = threading.Thread(target=_beat, args=(weakref.ref(lease), ttl_s / 4, lease._stop),
-                                             name=f"interplay-lease{name}", daemon=True)
-            lease._thread.start()
+        try:  # written: from here on a failure gives it back (release deletes it only while it is still ours)
+            lease.check()  # read back: on an object store this is the only sign of a writer that raced us
+            if heartbeat:
+                lease._thread = threading.Thread(target=_beat, args=(weakref.ref(lease), ttl_s / 4, lease._stop),
+                                                 name=f"interplay-lease{name}", daemon=True)
+                lease._thread.start()
+        except BaseException:
+            lease.release()
+            raise
         return lease
 
     def check(self) -> None:

@@ -102,15 +102,19 @@ class CorpusWriter:
         self._error: BaseException | None = None
         self._manifest_at = 0.0
         self.manifest = self._open(config, config_hash, overwrite, lease_ttl_s, lease_wait_s)
-        self.manifest.update(extra or {})
-        self.log = ShardLog(self.storage, self.own.log_name, fence=self._fence)
-        self.done = self._resume()
-        self.failures = FailureLog(self.storage, self.own.failure_log_name, fence=self._fence, done=self.done,
-                                   max_attempts=max_attempts)
-        self._num_failed = 0  # attempts that failed in this run and are to be retried
-        # Written before the first shard, so a directory holding shards always holds a manifest too, and the
-        # inputs' fingerprints are on record from the start.
-        self.write_manifest()
+        try:  # a refusal from here on (an unreadable shard at resume, ...) gives the lease back: no writer is kept out
+            self.manifest.update(extra or {})
+            self.log = ShardLog(self.storage, self.own.log_name, fence=self._fence)
+            self.done = self._resume()
+            self.failures = FailureLog(self.storage, self.own.failure_log_name, fence=self._fence, done=self.done,
+                                       max_attempts=max_attempts)
+            self._num_failed = 0  # attempts that failed in this run and are to be retried
+            # Written before the first shard, so a directory holding shards always holds a manifest too, and the
+            # inputs' fingerprints are on record from the start.
+            self.write_manifest()
+        except BaseException:
+            self.release()
+            raise
 
     # -- opening and resuming ---------------------------------------------------------------------------------
 
@@ -128,7 +132,7 @@ class CorpusWriter:
             raise OutputError(str(e)) from None
         except OSError as e:
             raise self._unwritable(e) from None
-        try:
+        try:  # every refusal after the lease is taken releases it (and __init__ does the same for its own steps)
             names = storage.names()  # again, now that no other writer can change them
             manifest = self.own.check(names, config_hash, overwrite)
             if overwrite:
@@ -137,16 +141,16 @@ class CorpusWriter:
             for name in storage.names():
                 if self.own.owns_tmp(name):
                     storage.delete(name)
+            if manifest is None:
+                manifest = {"format": FORMAT, "status": "running", "config_hash": config_hash, "config": config,
+                            "runs": []}
+            manifest.pop("shards", None)  # earlier versions listed every shard here; the shard log does now
+            manifest["config"] = config  # same hash; runtime keys (num_dialogues, max_in_flight) may have changed
+            if self.identity is not None:
+                manifest["identity"] = self.identity
         except BaseException:
             self.lease.release()
             raise
-        if manifest is None:
-            manifest = {"format": FORMAT, "status": "running", "config_hash": config_hash, "config": config,
-                        "runs": []}
-        manifest.pop("shards", None)  # earlier versions listed every shard here; the shard log does now
-        manifest["config"] = config  # same hash; runtime keys (num_dialogues, max_in_flight) may have changed
-        if self.identity is not None:
-            manifest["identity"] = self.identity
         return manifest
 
     def _unwritable(self, e: OSError) -> OutputError:

@@ -186,8 +186,10 @@ class BaselineGeneration(Generation):
 
     def __init__(self, config: GenerateConfig, out_dir: str | Path, *, overwrite: bool = False,
                  partition: Partition | None = None, **options: Any):
+        # Validated before the output is opened (and its lease taken), so a refusal here touches nothing.
+        llm_config = single_llm_config(config)
         super().__init__(config, out_dir, overwrite=overwrite, partition=partition, **options)
-        self.llm_config = single_llm_config(config)  # validated here, before any engine starts
+        self.llm_config = llm_config
 
     def corpus_identity(self) -> dict[str, Any]:
         # Its own mode and prompt: a directory holds either Interplay dialogues or baseline ones.
