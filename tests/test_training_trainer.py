@@ -150,6 +150,26 @@ def test_merge_gives_the_adapters_outputs(trained, tiny: Path, tmp_path: Path):
     assert (out / "tokenizer.json").is_file() and (out / "merged_from.json").is_file()
 
 
+def test_prepare_merges_the_shipped_adapters_once_and_again_when_they_change(trained, tiny: Path, tmp_path: Path,
+                                                                             monkeypatch):
+    import shutil
+
+    from interplay import prepare
+
+    monkeypatch.setenv("INTERPLAY_CACHE", str(tmp_path / "cache"))
+    shipped = tmp_path / "adapters"
+    shutil.copytree(trained[0], shipped / "user")
+    merged = prepare.prepare_trained(tiny, shipped)
+    assert merged == {"user": prepare.trained_model_dir("user")}  # no recommender adapter shipped: none merged
+    weights = merged["user"] / "model.safetensors"
+    built = weights.stat().st_mtime_ns
+    assert prepare.prepare_trained(tiny, shipped) == merged and weights.stat().st_mtime_ns == built  # kept
+    (shipped / "user" / "train_config.yaml").write_text("retrained: true\n")  # the adapter's files changed
+    prepare.prepare_trained(tiny, shipped)
+    assert weights.stat().st_mtime_ns != built
+    assert not [p for p in merged["user"].parent.iterdir() if p.name.endswith(".tmp")]
+
+
 @pytest.mark.parametrize("change,what", [({"vocab_size": 500}, "vocabulary"), ({"hidden": 48}, "architecture")])
 def test_adapter_on_a_different_base_is_refused(trained, tmp_path: Path, change: dict, what: str,
                                                 capsys: pytest.CaptureFixture[str]):

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from interplay.common.adapters import FINGERPRINT_FILE, check_adapter, read_adapter_config
+from interplay.generator.runtime.identity import fingerprint_dir
 from interplay.training.errors import TrainingInputError
 
 HELP = "merge a LoRA adapter into its base model (full weights, for the separate-engines topology)"
@@ -80,7 +81,8 @@ def merge(adapter: str, output: str, *, base: str | None = None, dtype: str = "a
     tokenizer.save_pretrained(str(scratch))
     fingerprint_file = Path(adapter).expanduser() / FINGERPRINT_FILE
     (scratch / "merged_from.json").write_text(json.dumps({
-        "base_model": base, "adapter": str(adapter), "adapter_config": adapter_config,
+        "base_model": base, "adapter": str(adapter), "adapter_fingerprint": fingerprint_dir(adapter),
+        "adapter_config": adapter_config,
         "base_fingerprint": json.loads(fingerprint_file.read_text()) if fingerprint_file.is_file() else None,
     }, indent=2) + "\n")
     if out.exists():
