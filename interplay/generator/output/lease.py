@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from interplay.generator.output.storage import Storage
@@ -94,17 +94,29 @@ class Lease:
 
     @classmethod
     def acquire(cls, storage: Storage, name: str, *, ttl_s: float = LEASE_TTL_S, wait_s: float = 0.0,
-                heartbeat: bool = True) -> Lease:
-        """Take the lease, or raise LeaseHeld naming the holder (after waiting up to `wait_s` for it to lapse)."""
+                heartbeat: bool = True, guard: Callable[[], Callable[[], None] | None] | None = None) -> Lease:
+        """Take the lease, or raise LeaseHeld naming the holder (after waiting up to `wait_s` for it to lapse).
+
+        `guard` runs under the lock once the lease is free, before it is written: it raises to refuse (nothing is
+        written), or returns what to do right after the lease is written, still under the lock (the writer checks
+        the output's layout and records it there: checks.py); if that raises, the lease is given back."""
         deadline = time.time() + wait_s
         while True:
             with _mutex(storage):
                 current = _read(storage, name)
                 if current is None or is_stale(current):
+                    then = guard() if guard is not None else None
                     record = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
                               "epoch": int((current or {}).get("epoch", 0)) + 1, "acquired_at": time.time(),
                               "heartbeat_at": time.time(), "ttl_s": ttl_s}
                     storage.write_atomic(name, json.dumps(record).encode())
+                    if then is not None:
+                        try:
+                            then()
+                        except BaseException:
+                            with contextlib.suppress(OSError):
+                                storage.delete(name)  # ours: the lock is still held
+                            raise
                     break
             if time.time() >= deadline:
                 raise LeaseHeld(f"another writer holds {storage.path(name)}: {describe(current)}; wait for it "
@@ -156,6 +168,12 @@ def _beat(ref: weakref.ref, every_s: float, stop: threading.Event) -> None:
         with contextlib.suppress(LeaseLost, OSError):  # lost: check() reports it at the next publish
             lease.renew()
         del lease
+
+
+def live_leases(storage: Storage, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The leases among `names` (.lease.json, .lease-p003of008.json) whose holders are alive: name -> lease."""
+    found = {n: _read(storage, n) for n in names if n.startswith(".lease") and n.endswith(".json")}
+    return {n: lease for n, lease in found.items() if lease is not None and not is_stale(lease)}
 
 
 def _read(storage: Storage, name: str) -> dict[str, Any] | None:

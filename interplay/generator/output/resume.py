@@ -4,7 +4,8 @@ The log names each shard with its conversations and stats, so resuming never ope
 misses it (a crash between a shard's rename and its log line). Each logged shard's Parquet footer is checked on
 a local disk (about 20 us a shard); on an object store that would cost a request per shard, so the log is trusted
 there. A logged shard that is gone is dropped (its conversations are generated again); a damaged log is
-rewritten from what the shards say.
+rewritten from what the shards say. A conversation found in two shards (or twice in one) is refused, naming
+them: a resume never carries a duplicate forward.
 """
 
 from __future__ import annotations
@@ -54,10 +55,22 @@ def resume(storage: Storage, own: Ownership, log: ShardLog) -> Resumed:
     done, totals = DoneSet(), empty_stats()
     for entry in entries:
         for index in decode_indices(entry["indices"]):
+            if index in done:
+                raise _twice(storage, entries, entry, index)
             done.add(index)
         merge_stats(totals, entry)
     next_number = max((int(SHARD_RE.match(n).group(2)) for n in on_disk), default=-1) + 1
     return Resumed(done, totals, len(entries), next_number)
+
+
+def _twice(storage: Storage, entries: list[dict[str, Any]], entry: dict[str, Any], index: int) -> OutputError:
+    """A conversation in two shards (two writers at once, a shard copied by hand): resuming would keep both."""
+    first = next(e["file"] for e in entries if index in decode_indices(e["indices"]))
+    where = (f"twice in {storage.path(first)}" if first == entry["file"]
+             else f"in two shards, {storage.path(first)} and {storage.path(entry['file'])}")
+    return OutputError(f"conversation_index {index} is {where}: the corpus would hold it twice; move one of them "
+                       "away (its other conversations are generated again) and rerun, or pass --overwrite to start "
+                       "over")
 
 
 def _entry_from_file(storage: Storage, name: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ the temporary name never ends in .parquet, so no reader globbing *.parquet sees 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +65,39 @@ class Storage:
         with self.fs.open_output_stream(self.path(tmp)) as f:
             f.write(data)
         self._fenced_publish(tmp, name, fence, replace=True)
+
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        """Write `name` whole only if it does not exist yet: True if this call created it, False if it was there.
+
+        Locally this is atomic: the bytes go to a temporary file of this call's own, fsynced, which is then
+        hard-linked (os.link) to `name`; the link fails if `name` exists, whoever made it a moment before. Object
+        stores have no create-if-absent in pyarrow's interface: there it checks, writes and reads back. Two
+        callers in the same instant can then both pass the check; the read-back tells the one whose bytes were
+        overwritten before it looked, not one that looked before the other wrote (docs/guarantees.md)."""
+        if not self.is_local:
+            if self.exists(name):
+                return False
+            self.write_atomic(name, data)
+            return self.read_bytes(name) == data
+        tmp = self.path(f".{name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.path(name))
+            except FileExistsError:
+                return False
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        fd = os.open(self.root, os.O_RDONLY)  # the new name survives a power cut
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
 
     def append(self, name: str, data: bytes) -> None:
         """Append to an existing local file, durably (object stores cannot append: see shardlog.py)."""

@@ -7,6 +7,7 @@ Layout of an output directory (a local path, or any URI pyarrow's filesystems ac
     shard-00000.parquet ...  finished shards; a shard is written as .shard-00000.parquet.tmp and renamed into
                              place, so no reader globbing *.parquet ever sees a partial file
     logs/engine.log          vLLM's own log lines
+    .layout.json             the output's layout and corpus identity hash, recorded once (layout.py, checks.py)
 
 Resume: the finished shards are the truth, the shard log their record. On open the log is read (one file, not
 every shard), shards it does not name are read and logged, and those conversations are done; everything else is
@@ -29,7 +30,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -126,15 +127,25 @@ class CorpusWriter:
         except OSError as e:
             raise self._unwritable(e) from None
         self.own.check(storage.names(), config_hash, overwrite)  # reads only: a refused run changes nothing
+        checked = None
+
+        def guard() -> Callable[[], None]:
+            # Under the lease lock, the lease free: the check again, then (once the lease is written) the layout
+            # record. A writer of another layout or config started at the same moment sees one or the other whole.
+            nonlocal checked
+            checked = self.own.check(storage.names(), config_hash, overwrite)
+            return lambda: self.own.record_layout(checked, config_hash)
+
         try:  # the lease is the first thing written, and so also the writability probe
-            self.lease = Lease.acquire(storage, lease_name(self.tag), ttl_s=ttl_s, wait_s=wait_s)
+            self.lease = Lease.acquire(storage, lease_name(self.tag), ttl_s=ttl_s, wait_s=wait_s, guard=guard)
         except (LeaseHeld, LeaseLost) as e:
             raise OutputError(str(e)) from None
         except OSError as e:
             raise self._unwritable(e) from None
+        assert checked is not None
         try:  # every refusal after the lease is taken releases it (and __init__ does the same for its own steps)
-            names = storage.names()  # again, now that no other writer can change them
-            manifest = self.own.check(names, config_hash, overwrite)
+            names = storage.names()  # again, now that no other writer of this output or partition can change them
+            manifest = checked.manifest
             if overwrite:
                 self.own.clear(names)
                 manifest = None
