@@ -188,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a few minutes: small corpora, few steps")
     size.add_argument("--tiny", action="store_true", help="the pipeline only, in the smallest sizes (tests)")
-    parser.add_argument("--teacher", type=int, metavar="N", help="teacher dialogues to train on (full: 300)")
-    parser.add_argument("--eval", type=int, metavar="N", help="dialogues per evaluation corpus (full: 100)")
-    parser.add_argument("--steps", type=int, metavar="N", help="training steps per role (full: 60)")
+    full = SIZES["full"]
+    parser.add_argument("--teacher", type=int, metavar="N", help=f"teacher dialogues to train on (full: {full[0]})")
+    parser.add_argument("--eval", type=int, metavar="N", help=f"dialogues per evaluation corpus (full: {full[1]})")
+    parser.add_argument("--steps", type=int, metavar="N", help=f"training steps per role (full: {full[2]})")
     args = parser.parse_args(argv)
     name = "tiny" if args.tiny else "quick" if args.quick or os.environ.get("REPRODUCE_QUICK") == "1" else "full"
     result = Experiment(Path(args.out), name, num_teacher=args.teacher, num_eval=args.eval, steps=args.steps).run()
+    (Path(args.out) / "result.json").write_text(json.dumps(result, indent=2) + "\n")  # what experiments.ship reads
     print(json.dumps(result))
     return 0
 
