@@ -1,12 +1,15 @@
 # interplay: two commands on a fresh machine.
-#   make generate   create .venv, install everything, prepare the model and seeds, generate 200 dialogues on the CPU
+#   make generate   create .venv, install everything, prepare the model, its trained simulators and the seeds,
+#                   generate 200 reference-free dialogues on the CPU with the trained simulators
 #   make test       the test suite (fast tests plus small real-vLLM tests)
 #   make train      train a LoRA adapter per role on a small embedded corpus (CPU, minutes); then
 #                   make generate CONFIG=configs/embedded-lora.yaml serves them
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CONFIG ?= configs/embedded.yaml
+# The trained simulators (adapters/embedded/, merged by `interplay prepare`); CONFIG=configs/embedded.yaml for the
+# untrained model zero-shot.
+CONFIG ?= configs/embedded-trained.yaml
 OUTPUT ?= out/$(basename $(notdir $(CONFIG)))
 NUM_DIALOGUES ?= 200
 
@@ -49,11 +52,13 @@ train: prepare
 	$(BIN)/interplay train --role recommender --output out/adapters/recommender $(TRAIN_ARGS)
 
 # The paper's result in miniature (experiments/reproduce.py): teacher dialogues on training users, both roles
-# trained on them, served reference-free to evaluation users beside the zero-shot models; about an hour on 2 CPU
-# cores. REPRODUCE_QUICK=1 for a few minutes. The last stdout line is one JSON object; the report is in
-# out/reproduce/report/.
+# trained on them, served reference-free to evaluation users beside the zero-shot models; then the two adapters are
+# copied into adapters/embedded/ with their record (experiments/ship.py), where `make generate` finds them. About
+# two hours on 2 CPU cores (docs/reproduce.md). REPRODUCE_QUICK=1 for a few minutes. The last stdout line is one
+# JSON object; the report is in out/reproduce/report/.
 reproduce: prepare
 	$(BIN)/python -m experiments.reproduce
+	$(BIN)/python -m experiments.ship
 
 test: prepare
 	$(BIN)/python -m pytest -q
