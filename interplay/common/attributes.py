@@ -34,13 +34,23 @@ def wanted_values(target: Attributes) -> dict[str, set[str]]:
     return {name: {v.casefold() for v in values} for name, values in target.items() if values}
 
 
+def value_pairs(attributes: Attributes) -> frozenset[tuple[str, str]]:
+    """An item's (attribute name, value) pairs, values casefolded: the form the rule compares."""
+    return frozenset((name, v.casefold()) for name, values in attributes.items() for v in values)
+
+
+def num_met(pairs: frozenset[tuple[str, str]], wanted: Mapping[str, set[str]]) -> int:
+    """How many wanted attributes (`wanted_values`) an item with these `value_pairs` meets: it has one of the
+    wanted values. Callers that test many items against one target compute both sides once."""
+    return sum(1 for name, values in wanted.items() if any((name, v) in pairs for v in values))
+
+
 def attribute_match(item: Attributes, target: Attributes) -> tuple[bool, float]:
     """(every target attribute met, share of target attributes met); (False, 0.0) when nothing is wanted."""
     wanted = wanted_values(target)
     if not wanted:
         return False, 0.0
-    have = {name: {v.casefold() for v in values} for name, values in item.items()}
-    hits = sum(1 for name, values in wanted.items() if values & have.get(name, set()))
+    hits = num_met(value_pairs(item), wanted)
     return hits == len(wanted), hits / len(wanted)
 
 

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from interplay.common.roles import ROLES
+from interplay.generator.inputs.cards import DEFAULT_MAX_CARD_CHARS
 
 # Keys that change how fast a run goes or how much memory it takes, not which dialogues it produces: left out of
 # the config hash, so a rerun may change them (after "KV cache too large", say), and --num-dialogues may grow a
@@ -100,7 +101,8 @@ class UserConfig(RoleConfig):
         False, description="after each recommender message the user simulator reads the card of every catalog item "
                            "it names (title, year, attribute values), and the recommender's candidate lists show "
                            "the same cards; the catalog needs attributes")
-    max_card_chars: int = Field(160, ge=20, description="longer cards are cut (the run says how many)")
+    max_card_chars: int = Field(DEFAULT_MAX_CARD_CHARS, ge=20,
+                                description="longer cards are cut (the run says how many)")
     constrain_replies: bool | None = Field(
         None, description="reference only: each reply must say what the protocol asks (vLLM structured outputs): "
                           "the opening names a wanted attribute value, a rejection names a wanted value the "

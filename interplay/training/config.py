@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from interplay.generator.config import format_validation_error, set_dotted
+from interplay.generator.inputs.cards import DEFAULT_MAX_CARD_CHARS
 from interplay.training.errors import TrainingInputError
 
 FORMATS = ("auto", "corpus", "pearl", "redial", "llm-redial", "sharegpt", "messages")
@@ -64,7 +65,7 @@ class PromptSettings(_Strict):
                                                      "candidates (reference_free): its examples show the same lists")
     item_cards: bool = Field(False, description="the user simulator is served with item cards (user.item_cards): "
                                                 "its examples show the same cards, and candidate lists show cards")
-    max_card_chars: int = Field(160, ge=20, description="user.max_card_chars of the serving config")
+    max_card_chars: int = Field(DEFAULT_MAX_CARD_CHARS, ge=20, description="user.max_card_chars of the serving config")
     catalog: str | None = Field(None, description="the catalog those candidates and cards come from")
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from interplay.common.attributes import fits
+from interplay.common.attributes import num_met, value_pairs, wanted_values
 from interplay.generator.inputs.catalog import Catalog
 
 POOL_PER_VALUE = 200  # popular items per attribute value that may become distractors
@@ -29,16 +29,11 @@ POOL_PER_VALUE = 200  # popular items per attribute value that may become distra
 TARGET_POSITIONS = {1: 0.2, 2: 0.3, 3: 0.3, 0: 0.2}
 
 
-def _values(attributes: Mapping[str, Sequence[str]]) -> frozenset[tuple[str, str]]:
-    """An item's (attribute name, value) pairs, values casefolded."""
-    return frozenset((name, v.casefold()) for name, values in attributes.items() for v in values)
-
-
 class Shortlist:
     def __init__(self, catalog: Catalog, size: int, run_seed: int, max_suggestions: int | None = None):
         self.catalog, self.size, self.run_seed = catalog, size, run_seed
         self.max_suggestions = max_suggestions  # recommender turns a dialogue has room for (None: no limit)
-        self._values = {item.item_id: _values(item.attributes) for item in catalog}
+        self._values = {item.item_id: value_pairs(item.attributes) for item in catalog}
         # (attribute name, value) -> item ids in catalog order, the first POOL_PER_VALUE of them.
         self._by_value: dict[tuple[str, str], list[str]] = {}
         for item_id, pairs in self._values.items():
@@ -47,21 +42,22 @@ class Shortlist:
                 if len(ids) < POOL_PER_VALUE:
                     ids.append(item_id)
 
-    def _misfits(self, item_id: str, target: Mapping[str, Sequence[str]]) -> bool:
-        item = self.catalog.get(item_id)
-        return item is not None and not fits(item.attributes, target)
-
     def for_conversation(self, conversation_id: str, target_id: str,
                          target_attributes: Mapping[str, Sequence[str]] | None = None) -> list[str]:
         """The shortlist in suggestion order: distractors, the target at its drawn position, more distractors.
         `target_attributes` (default: the target item's own) decide which items do not fit."""
         target_item = self.catalog.get(target_id)
         wanted_attrs = target_attributes or (target_item.attributes if target_item else {})
-        wanted = self._values.get(target_id, frozenset()) | _values(wanted_attrs)
+        wanted = wanted_values(wanted_attrs)  # once per call: every pool item is tested against it
+
+        def misfits(item_id: str) -> bool:  # the attribute rule (common/attributes.py) on precomputed pairs
+            return not wanted or num_met(self._values[item_id], wanted) < len(wanted)
+
+        shared = self._values.get(target_id, frozenset()) | value_pairs(wanted_attrs)
         pool: dict[str, None] = {}
-        for pair in sorted(wanted):
+        for pair in sorted(shared):
             for item_id in self._by_value.get(pair, ()):
-                if item_id != target_id and self._misfits(item_id, wanted_attrs):
+                if item_id != target_id and misfits(item_id):
                     pool[item_id] = None
         rng = random.Random(f"{self.run_seed}:{conversation_id}:shortlist")
         num = self.size - 1
@@ -71,7 +67,7 @@ class Shortlist:
                 if len(chosen) >= num:
                     break
                 if item.item_id != target_id and item.item_id not in chosen and (
-                        not strict or self._misfits(item.item_id, wanted_attrs)):
+                        not strict or misfits(item.item_id)):
                     chosen.append(item.item_id)
         positions, weights = zip(*TARGET_POSITIONS.items())
         position = rng.choices(positions, weights)[0]
