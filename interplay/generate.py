@@ -130,11 +130,13 @@ def main(args: argparse.Namespace) -> int:
 
 def zero_shot_note(config: Any) -> str | None:
     """What a newcomer should know after `make generate` on the untrained embedded model: it cannot hold a
-    recommendation dialogue, and which command gives trained ones. None for any other model or with adapters."""
+    recommendation dialogue, and which command gives trained ones. None for any other model, with adapters, or
+    for the teacher (protocol: reference), whose dialogues the protocol steers."""
     from interplay.prepare import default_model_dir
 
     models = {Path(config.engine_args(role)["model"]).expanduser() for role in ("user", "recommender")}
-    if models != {default_model_dir()} or config.user.adapter or config.recommender.adapter:
+    if models != {default_model_dir()} or config.user.adapter or config.recommender.adapter \
+            or config.protocol == "reference":
         return None
     return ("  note: a zero-shot smoke run. Untrained, SmolLM2-135M cannot hold a recommendation dialogue; "
             "`make reproduce` trains both simulators on teacher dialogues and serves them reference-free "

@@ -155,12 +155,13 @@ def test_python_m_interplay_show_without_manifest(tmp_path: Path):
 
 def test_a_zero_shot_run_of_the_embedded_model_says_so(tmp_path: Path, model_dir: Path, monkeypatch) -> None:
     """`make generate` on the untrained embedded model names the command that gives trained dialogues; a run of
-    another model, or one with an adapter, is not called a smoke run."""
+    another model, one with an adapter, or the teacher, is not called a smoke run."""
     from interplay.generate import zero_shot_note
     from interplay.generator.config import load_config
 
     monkeypatch.setattr("interplay.prepare.default_model_dir", lambda: model_dir)
     assert "make reproduce" in zero_shot_note(load_config(None, {"engine.model": str(model_dir)}))
+    assert zero_shot_note(load_config(None, {"engine.model": str(model_dir), "protocol": "reference"})) is None
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text("{}")

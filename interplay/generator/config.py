@@ -114,7 +114,8 @@ class RecommenderConfig(RoleConfig):
     num_candidates: int | None = Field(
         None, ge=0, description="catalog items shown to the recommender before each of its turns. reference_free: "
                                 "the k items that best match what the user said so far (BM25; default 0, none); "
-                                "reference: the target and k-1 distractors (default 3)")
+                                "reference: the target and k-1 distractors, or the k retrieved items "
+                                "(recommender.suggest_from; default 5)")
     reply_openers: list[str] | None = Field(
         None, description="each recommender reply starts with one of these (chosen per conversation and turn), "
                           "so a small model names an item instead of talking around it; [] for none. Default: "
@@ -122,6 +123,12 @@ class RecommenderConfig(RoleConfig):
     constrain_to_candidates: bool | None = Field(
         None, description="each reply must name one of the candidates it was shown (vLLM structured outputs: a "
                           "regular expression over the reply); default: under reference only")
+    suggest_from: Literal["shortlist", "retrieved"] | None = Field(
+        None, description="reference only: what the teacher's recommender suggests, one item a turn. shortlist: "
+                          "the target and k-1 distractors that do not fit (the user accepts the target); "
+                          "retrieved: the best of the k items retrieval shows for the user's words, as a "
+                          "reference-free recommender with k candidates is shown them (the user accepts the first "
+                          "suggestion that fits its target attributes). Default: shortlist")
 
 
 class SeedsConfig(_Strict):
@@ -218,6 +225,9 @@ class GenerateConfig(_Strict):
         if self.protocol == "reference_free" and self.user.constrain_replies:
             raise ValueError("user.constrain_replies: only for protocol: reference; its acceptance follows the "
                              "target, which a reference-free user simulator never knows")
+        if self.protocol == "reference_free" and self.recommender.suggest_from is not None:
+            raise ValueError("recommender.suggest_from: only for protocol: reference; a reference-free recommender "
+                             "picks from its candidates itself")
         if self.protocol == "reference" and self.num_candidates < 1:
             raise ValueError("recommender.num_candidates: the reference protocol shows the target among the "
                              "candidates, so it needs at least 1")
@@ -256,6 +266,11 @@ class GenerateConfig(_Strict):
     def constrain_to_candidates(self) -> bool:
         on = self.recommender.constrain_to_candidates
         return (self.protocol == "reference" if on is None else on) and self.num_candidates > 0
+
+    @property
+    def suggests_retrieved(self) -> bool:
+        """Does the teacher's recommender suggest from retrieved candidates (not from a shortlist)?"""
+        return self.protocol == "reference" and self.recommender.suggest_from == "retrieved"
 
     @property
     def constrain_user_replies(self) -> bool:

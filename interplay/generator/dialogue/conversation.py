@@ -2,7 +2,7 @@
 
 The scheduler drives it; this module decides nothing about timing. The user simulator speaks first and turns
 alternate. A conversation ends when the user accepts (marker; under the reference protocol: the turn right after
-the target was suggested), gives up (marker), at max_turns, when the next
+the target, or with suggest_from: retrieved a fitting item, was suggested), gives up (marker), at max_turns, when the next
 prompt would not fit the context (context_limit), when a reply is unusable (bad_reply) or when the request
 failed (error).
 """
@@ -74,6 +74,9 @@ class Conversation:
     pending_candidates: list[str] | None = None
     pending_opener: str = ""  # the words the pending reply was started with (part of its turn)
     pending_regex: str | None = None  # what the pending reply must match (structured outputs), if anything
+    # Reference protocol: the teacher decided that the pending user turn accepts the latest suggestion (it is the
+    # target, or, with suggest_from: retrieved, it fits the target attributes).
+    pending_accept: bool = False
 
     @property
     def next_role(self) -> str:
@@ -100,17 +103,19 @@ class Conversation:
     def add_reply(self, completion: Completion, parser: ReplyParser, catalog: Catalog, max_turns: int, *,
                   reference: bool = False) -> None:
         """Record the next turn and decide whether the conversation ends. Under the reference protocol the
-        acceptance follows the grounding: the user's turn right after the target was suggested accepts it, and an
-        accept marker anywhere else is ignored."""
+        acceptance follows the grounding: the user's turn right after the target was suggested (or whatever the
+        protocol set pending_accept for) accepts it, and an accept marker anywhere else is ignored."""
         role = self.next_role
         raw = completion.text
         if self.pending_opener:
             raw = self.pending_opener + raw
         parsed = parser.user_reply(raw) if role == "user" else parser.recommender_reply(raw)
         item_ids = catalog.ground(parsed.text) if parsed.text else []
-        target_offered = role == "user" and self.target_just_suggested
+        target_offered = role == "user" and (self.target_just_suggested or self.pending_accept)
+        offered = self._latest_suggestion() if target_offered else None
         candidates = (self.pending_candidates or []) if role == "recommender" else []
         self.pending_candidates, self.pending_opener, self.pending_regex = None, "", None
+        self.pending_accept = False
         self.turns.append(Turn(role, parsed.text, raw, completion.num_prompt_tokens,
                                completion.num_output_tokens, completion.num_cached_tokens,
                                completion.finish_reason, item_ids, parsed.note, candidates))
@@ -129,12 +134,21 @@ class Conversation:
             # An empty turn would reach the other role as an empty message and the corpus as empty content.
             self.finish(Outcome.BAD_REPLY, f"{parsed.note or self.turns[-1].note} (empty {role} turn)")
         elif can_accept:
-            self.accepted_item_id = self.seed.target_item_id if reference else self._accepted_item(item_ids)
+            self.accepted_item_id = offered if reference else self._accepted_item(item_ids)
             self.finish(Outcome.ACCEPTED)
         elif parsed.is_quit:
             self.finish(Outcome.GAVE_UP)
         elif len(self.turns) >= max_turns:
             self.finish(Outcome.MAX_TURNS)
+
+    def _latest_suggestion(self) -> str | None:
+        """What the reference protocol's acceptance takes: the target if the latest recommender turn named it, else
+        the one item it named."""
+        last = self.turns[-1] if self.turns else None
+        if last is None or last.role != "recommender" or not last.item_ids:
+            return None
+        target = self.seed.target_item_id
+        return target if target in last.item_ids else last.item_ids[0]
 
     def _accepted_item(self, named_now: list[str]) -> str | None:
         recommended = self.recommended_item_ids

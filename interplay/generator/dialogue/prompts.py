@@ -37,6 +37,7 @@ with {accept_marker}."""
 # Notes the teacher's user simulator reads after each recommender message; never stored, never trained on.
 TARGET_SUGGESTED_NOTE = "\n\n(This is {target}, the {item} you were hoping for: take it.)"
 OTHER_SUGGESTED_NOTE = "\n\n(Not the {item} you are hoping for.)"
+FITS_NOTE = "\n\n(This {item} has everything you want: take it.)"
 REJECT_REASON_NOTE = "\n\n(Not the {item} you are hoping for. It lacks what you want: {wanted}. Say so.)"
 
 # The simulator speaks first, but chat templates expect a user message before the first assistant one, and small

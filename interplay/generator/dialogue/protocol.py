@@ -9,7 +9,10 @@
                      shown a shortlist of the target and k-1 distractors (inputs/shortlist.py), less what it
                      already suggested; its replies are started with a plain opener ("How about", ...:
                      recommender.reply_openers). The user's turn right after the target is suggested accepts it
-                     (Conversation.add_reply).
+                     (Conversation.add_reply). With recommender.suggest_from: retrieved, the recommender is shown
+                     what a reference-free one with k candidates is shown, suggests the first of them, and the
+                     user accepts the first suggestion that fits its target attributes; its opening names only
+                     part of what it wants, most of the time, so that rejections say the rest.
 
 Candidates are attached to the user message they follow, in the recommender's view only, and stay there: every
 prompt is the previous one plus new messages, so the prefix cache keeps serving the history. The notes of the
@@ -21,11 +24,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
-from interplay.common.attributes import missing
+from interplay.common.attributes import fits, missing
 from interplay.generator.config import GenerateConfig
 from interplay.generator.dialogue import teacher
 from interplay.generator.dialogue.conversation import Conversation
 from interplay.generator.dialogue.prompts import (
+    FITS_NOTE,
     OTHER_SUGGESTED_NOTE,
     REJECT_REASON_NOTE,
     TARGET_SUGGESTED_NOTE,
@@ -144,10 +148,11 @@ class DialogueProtocol:
             item=self.item, template=config.recommender.system_prompt, with_candidates=self.num_candidates > 0)
         # The user opens and each recommender turn suggests one shortlisted item; the target's suggestion needs a
         # user turn after it, so it comes at most (max_turns - 1) // 2 suggestions in.
+        self.suggests_retrieved = config.suggests_retrieved
         self._shortlist = Shortlist(catalog, self.num_candidates, config.seed, (conv.max_turns - 1) // 2) \
-            if self.is_reference and self.num_candidates else None
+            if self.is_reference and not self.suggests_retrieved and self.num_candidates else None
         self._retrieved = RetrievedCandidates(catalog, self.num_candidates) \
-            if not self.is_reference and self.num_candidates else None
+            if (not self.is_reference or self.suggests_retrieved) and self.num_candidates else None
         self.openers = config.reply_openers
         self.constrain = config.constrain_to_candidates
         self.constrain_user = self.is_reference and config.constrain_user_replies
@@ -170,6 +175,7 @@ class DialogueProtocol:
                 messages.append({"role": "assistant", "content": conv.pending_opener})
             return messages
         messages = role_messages("user", self._user_system(conv), self._user_view(conv), item=self.item)
+        conv.pending_accept = self.is_reference and self._accepts(conv)
         if self.constrain_user:
             conv.pending_opener, conv.pending_regex = self._user_turn(conv)
             if conv.pending_opener:
@@ -220,10 +226,24 @@ class DialogueProtocol:
                 view[k] = (speaker, text + self._note(turn.item_ids, target, name, conv.seed.target_attributes))
         return view
 
+    def _accepts(self, conv: Conversation) -> bool:
+        """Does the teacher's next user turn accept the latest suggestion? The target, always; with suggest_from:
+        retrieved, any suggestion of one item that fits the target attributes (common/attributes.py)."""
+        if conv.target_just_suggested:
+            return True
+        last = conv.turns[-1] if conv.turns else None
+        if not self.suggests_retrieved or last is None or last.role != "recommender" or len(last.item_ids) != 1:
+            return False
+        item = self.catalog.get(last.item_ids[0])
+        return item is not None and fits(item.attributes, conv.seed.target_attributes)
+
     def _note(self, item_ids: Sequence[str], target: str, name: str | None,
               wanted: Mapping[str, Sequence[str]]) -> str:
         if target in item_ids:
             return TARGET_SUGGESTED_NOTE.format(item=self.item, target=name)
+        if self.suggests_retrieved and len(item_ids) == 1 and not self._missing(item_ids[0], wanted) \
+                and self.catalog.get(item_ids[0]) is not None:
+            return FITS_NOTE.format(item=self.item)
         lacking = self._missing(item_ids[0], wanted)
         if lacking:
             return REJECT_REASON_NOTE.format(item=self.item, wanted=format_attributes(lacking))
@@ -238,11 +258,12 @@ class DialogueProtocol:
         what it wants, a rejection names a wanted value the suggestion lacks, the reply to the target accepts."""
         wanted, key = conv.seed.target_attributes, conv.conversation_id
         if not conv.turns:
-            return teacher.opening(wanted, key, item=self.item), teacher.CONTINUATION
+            said = teacher.opening_values(wanted, key) if self.suggests_retrieved else wanted
+            return teacher.opening(said, key, item=self.item), teacher.CONTINUATION
         last = conv.turns[-1]
         if last.role != "recommender" or not last.item_ids:
             return "", None
-        if conv.target_just_suggested:
+        if conv.pending_accept:
             return "", teacher.acceptance(_escape(self.accept_marker))
         lacking = self._missing(last.item_ids[0], wanted)
         if not lacking:  # a suggestion that fits but is not the target (a seed file's own attributes)

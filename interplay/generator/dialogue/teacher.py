@@ -2,9 +2,11 @@
 turns must say, as an opener it continues and a regular expression its reply must match (vLLM structured outputs).
 
     opening             an opener that names what it wants: "I'm in the mood for a thriller from the 1990s."
+                        (suggest_from: retrieved: most openings name one wanted attribute, opening_values)
     after a misfit      an opener that names a wanted value the suggestion lacks: "Hmm, no. I'm after something
                         from the 1990s." (the item's card shows what it has; the teacher's note says what it lacks)
-    after the target    no opener: one or two sentences of its own that end with the accept marker
+    after the target    no opener: one or two sentences of its own that end with the accept marker (with
+    (or what fits)      suggest_from: retrieved, after the first suggestion that fits the target attributes)
 
 A small model asked to "say why it does not fit" mostly does not; one forced to name a value somewhere puts it
 anywhere ("I'll'80s"). Started on a sentence that says it, it goes on in kind. The openers are part of the
@@ -24,8 +26,11 @@ OPENING_TEMPLATES = ("I'm in the mood for {wanted}.", "Can you find me {wanted}?
 REJECTION_TEMPLATES = ("Not for me, I want {wanted}.", "Hmm, no. I'm after {wanted}.",
                        "Sorry, I'd rather have {wanted}.", "No thanks, I'm in the mood for {wanted}.",
                        "Not quite: I was hoping for {wanted}.")
-_FREE = r"[^\n\[\]]"
-CONTINUATION = rf"( {_FREE}{{1,80}})?"  # what the simulator adds after an opener: a line, or nothing
+OPENING_SAYS_ALL = 0.25  # share of openings that say every wanted attribute (suggest_from: retrieved)
+# What the simulator adds after an opener: a line, or nothing. No capitals but "I", no digits, no parentheses: a
+# title it adds ("Have you seen Blade Runner?") would steer retrieval to title words instead of the wish.
+_NO_TITLE = r"([^\n\[\]A-Z0-9()]|I[ '])"
+CONTINUATION = rf"( {_NO_TITLE}{{1,80}})?"
 # An acceptance: it starts glad, in words of its own, and ends with the marker within a line or two. No colons,
 # semicolons or parentheses: a small model otherwise copies the item's card back ("Heat (1995): Crime; 1990s").
 _GLAD = "(Yes|Great|Perfect|Sounds good|That's it|Oh nice|Lovely)"
@@ -57,6 +62,18 @@ def wanted_phrase(values: Mapping[str, Sequence[str]], key: str, *, item: str = 
     else:
         phrase = "something"
     return phrase + "".join(f" from the {era}" for era in eras)
+
+
+def opening_values(values: Mapping[str, Sequence[str]], key: str) -> dict[str, list[str]]:
+    """What an opening says, with suggest_from: retrieved: every wanted attribute in OPENING_SAYS_ALL of the
+    conversations (by `key`), else one of them. Real users say what they want a part at a time, and a suggestion
+    retrieved for part of a wish often misses the rest: those rejections are what teach a simulator to check a
+    card against the whole wish and say what is missing."""
+    named = {name: list(options) for name, options in values.items() if options}
+    if len(named) <= 1 or _index(f"{key}:says") % 100 < OPENING_SAYS_ALL * 100:
+        return named
+    name = _pick(f"{key}:says-one", sorted(named))
+    return {name: named[name]}
 
 
 def opening(values: Mapping[str, Sequence[str]], key: str, *, item: str = "movie") -> str:

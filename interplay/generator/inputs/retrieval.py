@@ -42,6 +42,9 @@ _STOPWORDS = frozenset(
     "want wanted wants looking look mood feel feeling tonight today watch watching movie movies film films "
     "recommend recommendation suggest suggestion good great nice bit kind sort type see seen fit fits taste "
     "tastes list like liked love loved enjoy enjoyed sure know think thing things "
+    # what the teacher's openers and a glad or sorry reply say around a wish ("Can you find me ...", "Hmm, no")
+    "find give show tell hmm sorry rather quite hoping hope after perfect sounds oh lovely take absolutely "
+    "definitely right exactly "
     # contractions, as norm_token leaves them ("I'll" -> "ill")
     "ill im ive id youre youll youve youd dont doesnt didnt isnt wasnt cant wont thats theres lets whats".split())
 

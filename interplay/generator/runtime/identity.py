@@ -26,9 +26,9 @@ import interplay
 from interplay.common.roles import ROLES
 from interplay.generator.config import GenerateConfig
 from interplay.generator.dialogue import prompts, protocol, teacher
-from interplay.generator.inputs import cards, shortlist
+from interplay.generator.inputs import cards, retrieval, shortlist
 
-DECIDING_MODULES = (prompts, teacher, protocol, shortlist, cards)
+DECIDING_MODULES = (prompts, teacher, protocol, shortlist, cards, retrieval)
 _CONSTANT = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 SAMPLE_BYTES = 1 << 20  # a large file is fingerprinted by its size and its first and last MiB
 LARGE_FILE = 8 << 20
@@ -70,7 +70,7 @@ def _model(args: dict[str, Any]) -> str:
 def builtin_constants() -> dict[str, Any]:
     """Every module-level constant (UPPER_CASE, or _UPPER_CASE) of the modules whose built-in texts and numbers
     decide what the roles are shown or must write: prompts, notes, openers, the teacher's templates, the regular
-    expressions of constrained replies, the shortlist's positions, the cards' format."""
+    expressions of constrained replies, the shortlist's positions, the cards' format, retrieval's word lists."""
     return {f"{module.__name__}.{name}": value for module in DECIDING_MODULES
             for name, value in sorted(vars(module).items()) if _CONSTANT.match(name)
             and isinstance(value, (str, int, float, tuple, list, dict, set, frozenset))}
