@@ -5,12 +5,14 @@ reference-free to evaluation users, and measure success against the zero-shot mo
     REPRODUCE_QUICK=1 make reproduce            # a few minutes, for a try
 
 1. split    MovieLens users into training and evaluation users (split.py; recorded in OUT/split/split.json)
-2. teacher  `protocol: reference` on training users' seeds
+2. teacher  `protocol: reference` on training users' seeds, its recommender suggesting from the candidates
+            retrieval shows (`suggest_from: retrieved`): what the served recommender is shown, so it learns to pick
+            from them; the user accepts the first suggestion that fits its target attributes
 3. train    one LoRA adapter per role with `interplay train` on the teacher's dialogues, each on the view it is
             served with: the user simulator on its summary and attributes and the item cards (never the target,
             the notes or the shortlist; the accept marker on its accepting turn), on the accepted dialogues and
             those that rejected every suggestion; the recommender on the accepted ones, with the candidates
-            retrieval shows it when served with `num_candidates: 5` (never the teacher's shortlist)
+            retrieval shows it when served with `num_candidates: 5` (the ones the teacher was shown)
 4. merge    each adapter into full weights: vLLM's CPU LoRA path is about 4x slower than a plain model
 5. evaluate the same evaluation users' seeds for every corpus: zero_shot, zero_shot_candidates, trained,
             trained_user (trained simulator, zero-shot recommender), teacher, baseline (single LLM)
@@ -45,8 +47,11 @@ SERVED_CANDIDATES = 5
 SIZES = {"full": (300, 150, 75, 15, 8, 64), "quick": (32, 12, 8, 4, 8, 32), "tiny": (4, 2, 2, 1, 4, 4)}
 # What each role learns from: the user simulator also from the teacher dialogues in which nothing it was offered
 # fit (they end at max_turns, every suggestion rejected), so that no position in a dialogue means "accept"; the
-# recommender only from dialogues that found the target.
+# recommender only from dialogues that found what the user wanted.
 TRAIN_OUTCOMES = {"user": "[accepted, max_turns]", "recommender": "[accepted]"}
+# The loss on each turn's first tokens and markers, where it accepts or turns down and names its pick, counts 4x:
+# the rest of a turn is phrasing, and without the weight a small model learns the phrasing first.
+DECISION_WEIGHT = 4
 EVAL_CORPORA = ("zero_shot", "zero_shot_candidates", "trained", "trained_user", "teacher", "baseline")
 
 
@@ -96,6 +101,8 @@ class Experiment:
         data["seeds"] = {"source": "file", "path": str(seeds), "catalog": str(self.catalog)}
         data["conversation"]["max_turns"] = self.max_turns
         data["recommender"]["num_candidates"] = candidates if protocol == "reference_free" else None
+        if protocol == "reference":  # the teacher suggests from what the served recommender will be shown
+            data["recommender"]["suggest_from"] = "retrieved"
         data["engine"]["kv_cache_memory_bytes"] = 2 << 30  # GiB; a separate topology holds two of these
         if models:
             data["topology"] = "separate"
@@ -128,7 +135,8 @@ class Experiment:
                        "--base-model", self.base_model, "--prompts-from", str(served), "--overwrite",
                        "--set", f"data.outcomes={TRAIN_OUTCOMES[role]}", "--set", f"train.max_steps={self.steps}",
                        "--set", f"train.eval_steps={self.eval_steps}", "--set", "train.learning_rate=1e-3",
-                       "--set", "train.max_seq_len=768"], self.path("logs", f"train-{role}.log"))
+                       "--set", "train.max_seq_len=768", "--set", f"train.decision_weight={DECISION_WEIGHT}"],
+                      self.path("logs", f"train-{role}.log"))
         summary = json.loads((adapter / "loss.json").read_text())
         return {"steps": summary["steps"], "eval_loss_before": summary["eval"]["loss_before"],
                 "eval_loss_after": summary["eval"]["loss_after"], "eval_curve": summary["eval"].get("curve"),
@@ -156,11 +164,12 @@ class Experiment:
         for role in ROLES:
             self.merge(role)
         eval_seeds, n = seeds["eval"], self.num_eval
+        # The headline corpus first: a run stopped during its evaluation still has it.
         corpora = {
+            "trained": self.generate("trained", trained, n),
             "zero_shot": self.generate("zero_shot", self.config("zero_shot", seeds=eval_seeds), n),
             "zero_shot_candidates": self.generate("zero_shot_candidates", self.config(
                 "zero_shot_candidates", seeds=eval_seeds, candidates=SERVED_CANDIDATES), n),
-            "trained": self.generate("trained", trained, n),
             "trained_user": self.generate("trained_user", self.config(
                 "trained_user", seeds=eval_seeds, candidates=SERVED_CANDIDATES, models={"user": merged["user"]}),
                 n),

@@ -244,3 +244,12 @@ def test_unknown_target_module_is_one_error(tiny: Path, tmp_path: Path, capsys: 
     code = main(["train", "--role", "user", "--data", str(DATA), "--output", str(tmp_path / "o"), "--base-model",
                  str(tiny), "--set", "lora.target_modules=[qkv_proj]"])
     assert code == 2 and "lora.target_modules" in capsys.readouterr().err
+
+
+def test_a_decision_weighted_run_trains_and_records_its_weight(tiny: Path, tmp_path: Path):
+    out = tmp_path / "weighted"
+    code = main(["train", "--role", "user", "--data", str(DATA), "--output", str(out), "--base-model", str(tiny),
+                 *TRAIN_SET, "--set", "train.decision_weight=4"])
+    summary = json.loads((out / "loss.json").read_text())
+    assert code == 0 and summary["decision_weight"] == 4.0
+    assert summary["eval"]["loss_after"] < summary["eval"]["loss_before"] - 0.05  # the plain held-out loss

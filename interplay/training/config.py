@@ -113,6 +113,10 @@ class TrainSettings(_Strict):
     max_eval_examples: int = Field(64, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="also measure the held-out loss every this many steps "
                                                            "(the curve that tells how many steps to train)")
+    decision_weight: float = Field(
+        1.0, ge=1.0, description="the loss on the tokens that carry each turn's decision (its first few tokens, "
+                                 "the accept and quit markers) counts this many times as much as the rest; 1: "
+                                 "plain cross-entropy. The held-out loss stays plain, so curves compare")
 
 
 class TrainConfig(_Strict):

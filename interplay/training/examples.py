@@ -31,6 +31,8 @@ from interplay.training.data import Dialogue
 from interplay.training.errors import TrainingInputError
 
 IGNORE = -100
+# The first tokens of a turn say what it decides: "Not for me, ..." or "That's it!", "How about Heat ...".
+DECISION_TOKENS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ class Example:
     input_ids: list[int]
     labels: list[int]        # the token where the role speaks, IGNORE elsewhere
     num_turns: int           # the role's turns with loss (fewer than in the dialogue when it was cut)
+    decisions: tuple[int, ...] = ()  # positions of decision tokens (decision_positions), for train.decision_weight
 
 
 def render(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
@@ -130,7 +133,8 @@ def build_example(tokenizer: Any, role: str, dialogue: Dialogue, prompts: Prompt
     full = render(tokenizer, role_messages(role, system, history[:positions[-1] + 1], item=prompts.item_noun),
                   generation_prompt=False)
     labels = [IGNORE] * len(full)
-    end, num_turns = 0, 0
+    end, num_turns, decisions = 0, 0, []
+    markers = marker_token_ids(tokenizer, prompts) if role == "user" else []
     for k in positions:
         prompt = render(tokenizer, role_messages(role, system, history[:k], item=prompts.item_noun),
                         generation_prompt=True)
@@ -144,10 +148,34 @@ def build_example(tokenizer: Any, role: str, dialogue: Dialogue, prompts: Prompt
         if stop > max_seq_len:
             break
         labels[len(prompt):stop] = full[len(prompt):stop]
+        decisions += decision_positions(full, len(prompt), stop, markers)
         end, num_turns = stop, num_turns + 1
     if num_turns == 0:
         return "first turn does not fit max_seq_len"
-    return Example(dialogue.dialogue_id, full[:end], labels[:end], num_turns)
+    return Example(dialogue.dialogue_id, full[:end], labels[:end], num_turns, tuple(decisions))
+
+
+def marker_token_ids(tokenizer: Any, prompts: PromptSettings) -> list[list[int]]:
+    """The accept and quit markers as token ids, with and without a leading space (how they follow a word)."""
+    out = []
+    for marker in (prompts.accept_marker, prompts.quit_marker):
+        for text in (marker, f" {marker}"):
+            ids = list(tokenizer.encode(text, add_special_tokens=False))
+            if ids and ids not in out:
+                out.append(ids)
+    return out
+
+
+def decision_positions(ids: Sequence[int], start: int, stop: int, markers: Sequence[Sequence[int]]) -> list[int]:
+    """The positions in ids[start:stop] (one turn) whose tokens carry its decision: its first DECISION_TOKENS
+    tokens, and any marker's tokens."""
+    positions = set(range(start, min(start + DECISION_TOKENS, stop)))
+    for marker in markers:
+        n = len(marker)
+        for i in range(start, stop - n + 1):
+            if list(ids[i:i + n]) == list(marker):
+                positions.update(range(i, i + n))
+    return sorted(positions)
 
 
 @dataclass

@@ -94,19 +94,55 @@ def add_lora(model: Any, config: TrainConfig) -> Any:
 
 
 class Collator:
-    """Right-pads a batch: pad ids in the input, IGNORE in the labels, zeros in the attention mask."""
+    """Right-pads a batch: pad ids in the input, IGNORE in the labels, zeros in the attention mask; with a
+    `decision_weight` above 1, each token's loss weight too (that weight on decision tokens, 1 elsewhere)."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, decision_weight: float = 1.0):
+        self.pad_id, self.decision_weight = pad_id, decision_weight
 
     def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in batch)
         pad = [width - len(e.input_ids) for e in batch]
-        return {
+        out = {
             "input_ids": torch.tensor([e.input_ids + [self.pad_id] * p for e, p in zip(batch, pad)]),
             "labels": torch.tensor([e.labels + [IGNORE] * p for e, p in zip(batch, pad)]),
             "attention_mask": torch.tensor([[1] * len(e.input_ids) + [0] * p for e, p in zip(batch, pad)]),
         }
+        if self.decision_weight != 1.0:
+            weights = torch.ones(len(batch), width)
+            for row, example in enumerate(batch):
+                weights[row, list(example.decisions)] = self.decision_weight
+            out["loss_weights"] = weights
+        return out
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of next-token predictions, each loss token weighted, divided by the summed weights: with
+    every weight 1 it is the plain mean over loss tokens."""
+    logits, labels, weights = logits[:, :-1].float(), labels[:, 1:], weights[:, 1:]
+    per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                  ignore_index=IGNORE, reduction="none").view_as(labels)
+    weights = weights * (labels != IGNORE)
+    return (per_token * weights).sum() / weights.sum().clamp(min=1e-8)
+
+
+def weighted_trainer():
+    from transformers import Trainer
+
+    class WeightedTrainer(Trainer):
+        """transformers' Trainer, whose loss weights the tokens the collator marks (train.decision_weight)."""
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            weights = inputs.pop("loss_weights", None)
+            if weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = weighted_loss(outputs.logits, labels, weights)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedTrainer
 
 
 def split_eval(examples: list[Example], fraction: float, limit: int, seed: int) -> tuple[list, list, str]:
@@ -194,9 +230,8 @@ def held_out_loss_callback():
 def fit(config: TrainConfig, model: Any, tokenizer: Any, train_set: list[Example], eval_set: list[Example],
         scratch: Path, *, bf16: bool) -> tuple[Any, dict[str, Any]]:
     """Train the LoRA weights of `model` (a PEFT model) in place; returns the Trainer and the run's summary."""
-    from transformers import Trainer
-
     HeldOutLoss = held_out_loss_callback()  # noqa: N806 (a class, defined where transformers is imported)
+    Trainer = weighted_trainer()  # noqa: N806
     if config.train.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -204,7 +239,8 @@ def fit(config: TrainConfig, model: Any, tokenizer: Any, train_set: list[Example
     curve = [{"step": 0, "loss": round(loss_before, 4)}]
     callbacks = [HeldOutLoss(model, eval_set, config, pad_id, curve)] if config.train.eval_steps else []
     trainer = Trainer(model=model, args=training_args(config, scratch / "trainer", bf16, len(train_set)),
-                      train_dataset=train_set, data_collator=Collator(pad_id), callbacks=callbacks)
+                      train_dataset=train_set, data_collator=Collator(pad_id, config.train.decision_weight),
+                      callbacks=callbacks)
     started = time.time()
     trainer.train()
     seconds = time.time() - started
@@ -214,6 +250,7 @@ def fit(config: TrainConfig, model: Any, tokenizer: Any, train_set: list[Example
         "role": config.role, "base_model": config.base_model_path, "steps": steps,
         "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(steps, 1), 2),
         "bf16": bf16, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "num_train_examples": len(train_set),
+        "decision_weight": config.train.decision_weight,
         "eval": {"num_examples": len(eval_set), "loss_before": round(loss_before, 4),
                  "loss_after": round(loss_after, 4),
                  "curve": curve if curve[-1]["step"] == steps else [*curve, {"step": steps,
