@@ -99,10 +99,10 @@ def install(point: str, n: int) -> dict:
     elif point in ("after-shard-rename", "mid-manifest-write"):
         publish = Storage._publish  # writes reach their final name only through here
 
-        def publish_then(self: Storage, tmp: str, name: str) -> None:
+        def publish_then(self: Storage, tmp: str, name: str, **kw) -> None:
             if point == "mid-manifest-write" and name == MANIFEST and hit():
                 die()  # the new manifest is written under its temporary name, not yet renamed
-            publish(self, tmp, name)
+            publish(self, tmp, name, **kw)
             if point == "after-shard-rename" and SHARD_RE.match(name) and hit():
                 die()
         Storage._publish = publish_then

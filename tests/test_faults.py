@@ -30,7 +30,7 @@ from fake_engine import EngineLog, fake_open_engines, make_clients
 from interplay.generator.config import GenerateConfig
 from interplay.generator.output.failures import read_failures
 from interplay.generator.output.shardlog import read_log
-from interplay.generator.output.storage import Storage
+from interplay.generator.output.storage import Storage, tmp_target
 from interplay.generator.runtime.run import Generation
 
 RUNNER = Path(__file__).with_name("fault_runner.py")
@@ -111,7 +111,7 @@ def _before_first_shard(out: Path, manifest: dict[str, Any]) -> None:
 def _mid_shard_write(out: Path, manifest: dict[str, Any]) -> None:
     assert on_disk(out) == listed(out) == ["shard-00000.parquet"]
     [partial] = tmp_files(out)
-    assert partial.name == ".shard-00001.parquet.tmp" and partial.stat().st_size > 4  # partly written
+    assert tmp_target(partial.name) == "shard-00001.parquet" and partial.stat().st_size > 4  # partly written
     with pytest.raises(Exception):
         pq.read_table(partial)  # no footer: exactly what no reader may ever see under a *.parquet name
 
@@ -137,7 +137,7 @@ def _mid_manifest_write(out: Path, manifest: dict[str, Any]) -> None:
     # Manifest writes: 1 on opening, 2 after shard 0, 3 after shard 1; killed before the third was renamed.
     assert on_disk(out) == listed(out) == ["shard-00000.parquet", "shard-00001.parquet"]
     assert manifest["num_shards"] == 1
-    assert [p.name for p in tmp_files(out)] == [".manifest.json.tmp"]
+    assert [tmp_target(p.name) for p in tmp_files(out)] == ["manifest.json"]
 
 
 def _between_shards(out: Path, manifest: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ from interplay.generator.output.layout import (
     read_layout,
 )
 from interplay.generator.output.lease import live_leases
-from interplay.generator.output.storage import Storage, as_storage
+from interplay.generator.output.storage import Storage, as_storage, tmp_target
 
 
 def read_manifest(out_dir: str | os.PathLike[str] | Storage, name: str = MANIFEST) -> dict[str, Any] | None:
@@ -68,8 +68,10 @@ class Ownership:
                 or (match is not None and match.group(1) == self.tag))
 
     def owns_tmp(self, name: str) -> bool:
-        """A partial file of ours, left by a killed run: never part of the corpus."""
-        return name.startswith(".") and name.endswith(".tmp") and self.owns(name[1:].removesuffix(".tmp"))
+        """A temporary file of ours, whichever writer of this partition wrote it: a killed run's, or one a
+        superseded writer can no longer publish. Never part of the corpus."""
+        target = tmp_target(name)
+        return target is not None and self.owns(target)
 
     def check(self, names: list[str], config_hash: str, overwrite: bool) -> Checked:
         """Refuse an output this run may not write to; returns this writer's own manifest, if any, and the layout

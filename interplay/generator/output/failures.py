@@ -18,11 +18,11 @@ is not counted: at worst one retry more, never a second row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+from collections.abc import Container
 from typing import Any
 
 from interplay.generator.output.shardlog import ShardLog, read_lines
-from interplay.generator.output.storage import Storage
+from interplay.generator.output.storage import Fence, Storage
 
 
 def read_failures(storage: Storage, name: str) -> tuple[list[dict[str, Any]], bool]:
@@ -72,7 +72,7 @@ class FailureLog:
     """A writer's failure log and the attempts it counts. The loop's thread settles conversations
     (`attempts.settle`); the writer thread appends the lines."""
 
-    def __init__(self, storage: Storage, name: str, *, fence: Callable[[], None] | None, done: Container[int],
+    def __init__(self, storage: Storage, name: str, *, fence: Fence | None, done: Container[int],
                  max_attempts: int):
         self.name = name
         self._log = ShardLog(storage, name, fence=fence)

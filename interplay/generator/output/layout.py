@@ -5,7 +5,7 @@
     manifest-p003of008.json, shards-p003of008.jsonl,            partition 3 of 8 of a partitioned run
         failures-p003of008.jsonl, shard-p003of008-00000.parquet
     .layout.json                                                the output's layout and corpus identity hash
-    .lease*.json, .lease.lock, .*.tmp                           leases (lease.py) and files being written
+    .lease*.json, .lease.lock, .*.tmp                           leases (lease.py), files being written (storage.py)
     logs/, report/, compare-*/                                  engine logs and quality reports
 
 One layout per output, decided once: the first writer to open it records, under the lease lock and together
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from interplay.generator.output.lease import Lease, LeaseHeld, LeaseLost, lease_name, live_leases
-from interplay.generator.output.storage import Storage, as_storage
+from interplay.generator.output.storage import Storage, as_storage, tmp_target
 
 FORMAT = "interplay.corpus/1"
 MANIFEST = "manifest.json"
@@ -172,7 +172,7 @@ def clear_partitions(out_dir: str | Path | Storage, count: int) -> list[str]:
             leases.append(Lease.acquire(storage, lease_name(tag), heartbeat=False))
         check()  # again, now that no partition of this layout can be opened
         names = storage.names()
-        doomed = [n for n in names if (m := corpus_file(n.strip(".").removesuffix(".tmp"))) and m.group(1) in tags]
+        doomed = [n for n in names if (m := corpus_file(tmp_target(n) or n)) and m.group(1) in tags]
         if MANIFEST in names and is_combined(read_json(storage, MANIFEST)):
             doomed.append(MANIFEST)
         if LAYOUT_RECORD in names:

@@ -10,15 +10,18 @@ a dead process on this host (or this very process: an older writer object here i
 its heartbeat is older than its ttl (a holder on another host that died, or hangs). Each takeover raises the
 epoch.
 
-Fencing (as Kafka's producer epochs): the writer re-reads the lease immediately before it publishes a shard or
-the manifest, and stops with LeaseLost if another owner holds it. So a writer that was paused past its ttl, or a
-restarted Ray actor's old self that still runs, cannot publish after its successor has taken over.
+Fencing (as Kafka's producer epochs): every publish (a shard, a shard-log line, the manifest) happens inside
+`held()`, which takes the lock, re-reads the lease and stops with LeaseLost if another owner holds it. A takeover
+takes the same lock, so none can come between the check and the publish: a writer that was paused past its ttl,
+or a restarted Ray actor's old self that still runs, cannot publish after its successor has taken over. (A writer
+paused while it holds the lock, a few milliseconds a publish, makes a successor wait until it goes on or dies.)
 
-Where it holds: reading and replacing the lease happen under flock, which is atomic on a local filesystem and on
-NFSv4 (Linux emulates flock with NFS byte-range locks). Object stores have no lock and no create-if-absent in
-pyarrow's interface: there the lease is written and read back, which catches a second writer started seconds
-later but not two started in the same instant. Run exactly one writer per partition there (a Ray run or a batch
-array does). docs/guarantees.md lists every way this can break.
+Where it holds: reading and replacing the lease, and each fenced publish, happen under flock, which is atomic on
+a local filesystem and on NFSv4 (Linux emulates flock with NFS byte-range locks). Object stores have no lock and
+no create-if-absent in pyarrow's interface: there the lease is written and read back, which catches a second
+writer started seconds later but not two started in the same instant, and the fence is a check only. Run exactly
+one writer per partition there (a Ray run or a batch array does). docs/guarantees.md lists every way this can
+break.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from interplay.generator.output.storage import Storage
+from interplay.generator.output.storage import Storage, tmp_target
 
 LEASE_TTL_S = 60.0  # a lease whose heartbeat is older than this is stale (the holder died or hangs)
 LOCK_NAME = ".lease.lock"
@@ -80,7 +83,7 @@ def is_stale(lease: dict[str, Any], *, now: float | None = None) -> bool:
 
 
 class Lease:
-    """A held lease. `check()` before every publish; `release()` when done."""
+    """A held lease. Publish inside `held()`; `release()` when done."""
 
     def __init__(self, storage: Storage, name: str, record: dict[str, Any]):
         self.storage, self.name, self.record = storage, name, record
@@ -91,6 +94,12 @@ class Lease:
     @property
     def owner(self) -> str:
         return self.record["owner"]
+
+    @property
+    def tag(self) -> str:
+        """Names this writer's temporary files (storage.py): its epoch, and its owner to tell apart two writers that
+        raced to the same epoch where there is no lock."""
+        return f"e{self.record['epoch']}-{self.owner[:12]}"
 
     @classmethod
     def acquire(cls, storage: Storage, name: str, *, ttl_s: float = LEASE_TTL_S, wait_s: float = 0.0,
@@ -109,6 +118,10 @@ class Lease:
                     record = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
                               "epoch": int((current or {}).get("epoch", 0)) + 1, "acquired_at": time.time(),
                               "heartbeat_at": time.time(), "ttl_s": ttl_s}
+                    # A lease write killed before its rename leaves its temporary file; none is under way now.
+                    for leftover in storage.names():
+                        if tmp_target(leftover) == name:
+                            storage.delete(leftover)
                     storage.write_atomic(name, json.dumps(record).encode())
                     if then is not None:
                         try:
@@ -134,8 +147,16 @@ class Lease:
             raise
         return lease
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The fence around a publish: the lock held and the lease re-read and still this writer's (LeaseLost if
+        not), until the block ends."""
+        with _mutex(self.storage):
+            self.check()
+            yield
+
     def check(self) -> None:
-        """Raise LeaseLost unless this writer still holds the lease (the fence before every publish)."""
+        """Raise LeaseLost unless this writer still holds the lease."""
         if self.lost is None:
             current = _read(self.storage, self.name)
             if current is None or current.get("owner") != self.owner:
@@ -145,8 +166,7 @@ class Lease:
                             "another writer took the output over; stopped without writing")
 
     def renew(self) -> None:
-        with _mutex(self.storage):
-            self.check()
+        with self.held():
             self.record["heartbeat_at"] = time.time()
             self.storage.write_atomic(self.name, json.dumps(self.record).encode())
 
@@ -165,7 +185,7 @@ def _beat(ref: weakref.ref, every_s: float, stop: threading.Event) -> None:
         lease = ref()
         if lease is None or lease.lost is not None:
             return
-        with contextlib.suppress(LeaseLost, OSError):  # lost: check() reports it at the next publish
+        with contextlib.suppress(LeaseLost, OSError):  # lost: held() reports it at the next publish
             lease.renew()
         del lease
 

@@ -12,9 +12,10 @@ crash in between leaves a shard the log does not name, which the next run reads 
 crash is dropped, and its shard read again the same way; a line whose file is gone is dropped, and its
 conversations are generated again.
 
-Locally a line is appended and fsynced. Object stores cannot append: there the log is kept in memory (about 300
-bytes a shard) and rewritten whole at most every LOG_REWRITE_S seconds and at close; a crash loses at most that
-much of the log, never a shard.
+Locally a line is appended and fsynced inside the writer's fence (storage.py), so a writer that lost its lease
+never appends after its successor took over. Object stores cannot append: there the log is kept in memory (about
+300 bytes a shard) and rewritten whole at most every LOG_REWRITE_S seconds and at close; a crash loses at most
+that much of the log, never a shard.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from interplay.generator.output.storage import Storage
+from interplay.generator.output.storage import Fence, Storage, fenced
 
 LOG_REWRITE_S = 30.0  # object stores only: the longest the log lags behind the shards
 
@@ -72,9 +73,9 @@ def read_log(storage: Storage, name: str) -> tuple[list[dict[str, Any]], bool]:
 
 
 class ShardLog:
-    """Appends one line per shard; `fence` runs before each write (the writer still holds the output)."""
+    """Appends one line per shard, each write inside `fence` (the writer still holds the output)."""
 
-    def __init__(self, storage: Storage, name: str, fence: Callable[[], None] | None = None):
+    def __init__(self, storage: Storage, name: str, fence: Fence | None = None):
         self.storage, self.name, self.fence = storage, name, fence
         self.appends_in_place = storage.is_local
         self._lines: list[bytes] = []  # object stores: the whole log, rewritten at a bounded rate
@@ -92,9 +93,8 @@ class ShardLog:
 
     def append(self, entry: dict[str, Any]) -> None:
         if self.appends_in_place:
-            if self.fence is not None:
-                self.fence()
-            self.storage.append(self.name, _line(entry))
+            with fenced(self.fence):
+                self.storage.append(self.name, _line(entry))
             return
         self._lines.append(_line(entry))
         self._dirty = True

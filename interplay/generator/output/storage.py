@@ -1,21 +1,64 @@
 """The output location: a local directory or any URI pyarrow's filesystems accept (s3://, gs://, hdfs://, ...).
 
 Everything the writer does to the output goes through here: list names, read and write whole small files,
-write Parquet, and publish a file by writing it under a temporary name and moving it into place. Locally the
-move is an atomic rename after fsync; on object stores the object appears whole when its upload completes, and
-the temporary name never ends in .parquet, so no reader globbing *.parquet sees a partial file either way.
+write Parquet, and publish a file by writing it under a temporary name and moving it into place.
+
+A temporary name is the publisher's own: `.shard-00000.parquet.e3-1a2b3c4d5e6f.tmp` carries the writer's lease
+epoch and owner (a random tag where no writer publishes), so two writers never write the same temporary file,
+and it never ends in .parquet, so no reader globbing *.parquet sees a partial file. A publish under a `Fence`
+(the writer's lease: lease.py) moves the file into place inside `fence.held()`, which takes the lease lock and
+re-checks that the writer still holds the output; a takeover takes the same lock, so none can come between the
+check and the move.
+
+Locally the bytes are fsynced first, then a file that must never be replaced (a shard) is hard-linked to its
+name (os.link fails if the name exists, whoever made it a moment before) and its temporary name removed; a file
+that is rewritten (a manifest) is renamed over the old one; then the directory is fsynced. On object stores
+pyarrow's interface has no lock, no rename and no create-if-absent: there the fence is a check only, "never
+replace" is a check for the name, and the move is an upload that appears whole when it completes
+(docs/guarantees.md says what that leaves open).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+# .NAME.TAG.tmp, and .NAME.tmp as earlier versions wrote it: group 1 is NAME.
+_TMP_RE = re.compile(r"^\.(.+?)(?:\.(?:e\d+-)?[0-9a-f]{12})?\.tmp$")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who publishes, and what guards it: `tag` goes into the publisher's temporary names, and `held()` is entered
+    around every publish and log append; it raises if the publisher may no longer write."""
+
+    tag: str
+    held: Callable[[], AbstractContextManager[None]]
+
+
+def fenced(fence: Fence | None) -> AbstractContextManager[None]:
+    return contextlib.nullcontext() if fence is None else fence.held()
+
+
+def tmp_name(name: str, tag: str | None = None) -> str:
+    return f".{name}.{tag or uuid.uuid4().hex[:12]}.tmp"
+
+
+def tmp_target(name: str) -> str | None:
+    """The name a temporary file was to be published as, or None if `name` is not a temporary file."""
+    match = _TMP_RE.match(name)
+    return match.group(1) if match else None
 
 
 class Storage:
@@ -59,44 +102,26 @@ class Storage:
     def delete(self, name: str) -> None:
         self.fs.delete_file(self.path(name))
 
-    def write_atomic(self, name: str, data: bytes, *, fence: Callable[[], None] | None = None) -> None:
-        """Write `name` whole. `fence` runs just before the file appears; if it raises, nothing appears."""
-        tmp = f".{name}.tmp"
-        with self.fs.open_output_stream(self.path(tmp)) as f:
-            f.write(data)
-        self._fenced_publish(tmp, name, fence, replace=True)
+    def write_atomic(self, name: str, data: bytes, *, fence: Fence | None = None) -> None:
+        """Write `name` whole, replacing it if it exists; under `fence`, only while the fence holds."""
+        self._put(name, lambda f: f.write(data), fence, replace=True)
 
     def create_exclusive(self, name: str, data: bytes) -> bool:
         """Write `name` whole only if it does not exist yet: True if this call created it, False if it was there.
 
-        Locally this is atomic: the bytes go to a temporary file of this call's own, fsynced, which is then
-        hard-linked (os.link) to `name`; the link fails if `name` exists, whoever made it a moment before. Object
-        stores have no create-if-absent in pyarrow's interface: there it checks, writes and reads back. Two
-        callers in the same instant can then both pass the check; the read-back tells the one whose bytes were
-        overwritten before it looked, not one that looked before the other wrote (docs/guarantees.md)."""
+        Locally this is atomic (the hard link fails if `name` exists). Object stores have no create-if-absent in
+        pyarrow's interface: there it checks, writes and reads back. Two callers in the same instant can then both
+        pass the check; the read-back tells the one whose bytes were overwritten before it looked, not one that
+        looked before the other wrote (docs/guarantees.md)."""
         if not self.is_local:
             if self.exists(name):
                 return False
             self.write_atomic(name, data)
             return self.read_bytes(name) == data
-        tmp = self.path(f".{name}.{uuid.uuid4().hex}.tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, self.path(name))
-            except FileExistsError:
-                return False
-        finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-        fd = os.open(self.root, os.O_RDONLY)  # the new name survives a power cut
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self._put(name, lambda f: f.write(data), None, replace=False)
+        except FileExistsError:
+            return False
         return True
 
     def append(self, name: str, data: bytes) -> None:
@@ -111,12 +136,12 @@ class Storage:
             os.close(fd)
 
     def write_table_atomic(self, name: str, table: pa.Table, *, row_group_size: int,
-                           fence: Callable[[], None] | None = None) -> None:
+                           fence: Fence | None = None) -> None:
         """Write a Parquet file whole, never over an existing one (FileExistsError)."""
-        tmp = f".{name}.tmp"
-        with pq.ParquetWriter(self.path(tmp), table.schema, compression="zstd", filesystem=self.fs) as w:
-            w.write_table(table, row_group_size=row_group_size)
-        self._fenced_publish(tmp, name, fence, replace=False)
+        def write(sink: Any) -> None:
+            with pq.ParquetWriter(sink, table.schema, compression="zstd") as w:
+                w.write_table(table, row_group_size=row_group_size)
+        self._put(name, write, fence, replace=False)
 
     def open_parquet(self, name: str) -> pq.ParquetFile:
         """A Parquet file to read in batches (close it when done)."""
@@ -134,34 +159,48 @@ class Storage:
         with self.fs.open_input_file(self.path(name)) as f:
             return pq.ParquetFile(f).metadata
 
-    def _fenced_publish(self, tmp: str, name: str, fence: Callable[[], None] | None, *, replace: bool) -> None:
-        try:
-            if fence is not None:
-                fence()
-            if not replace and self.exists(name):
-                raise FileExistsError(f"{self.path(name)} already exists")
-        except BaseException:
-            self.fs.delete_file(self.path(tmp))
-            raise
-        self._publish(tmp, name)
-
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.path(name), columns=columns, filesystem=self.fs)
 
-    def _publish(self, tmp: str, name: str) -> None:
-        if self.is_local:  # the bytes reach the disk before the name does, so a crash never leaves a torn file
-            fd = os.open(self.path(tmp), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self.fs.move(self.path(tmp), self.path(name))
-        if self.is_local:  # and the rename itself survives a power cut
+    def _put(self, name: str, write: Callable[[Any], None], fence: Fence | None, *, replace: bool) -> None:
+        """Write to a temporary name of the publisher's own, then publish it as `name` inside the fence."""
+        tmp = tmp_name(name, fence.tag if fence is not None else None)
+        try:
+            if self.is_local:
+                with pa.OSFile(self.path(tmp), "wb") as f:
+                    write(f)
+                    os.fsync(f.fileno())  # the bytes reach the disk before the name does: a crash never tears a file
+            else:
+                with self.fs.open_output_stream(self.path(tmp)) as f:
+                    write(f)
+            with fenced(fence):
+                self._publish(tmp, name, replace=replace)
+        except BaseException:
+            # The first failure is the one reported: the temporary file may be gone already (a successor clears a
+            # superseded writer's), and failing to delete it says nothing about why the publish failed.
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(self.path(tmp))
+            raise
+        if self.is_local:  # and the new name survives a power cut
             fd = os.open(self.root, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def _publish(self, tmp: str, name: str, *, replace: bool) -> None:
+        """Move `tmp` to `name` (the one step by which a write reaches its final name); without `replace`, never
+        over an existing file (FileExistsError)."""
+        if not self.is_local:  # an object store: check, then upload (not atomic: see the module docstring)
+            if not replace and self.exists(name):
+                raise FileExistsError(f"{self.path(name)} already exists")
+            self.fs.move(self.path(tmp), self.path(name))
+        elif replace:
+            os.replace(self.path(tmp), self.path(name))
+        else:
+            os.link(self.path(tmp), self.path(name))  # FileExistsError if the name exists, however new
+            with contextlib.suppress(OSError):  # published: a leftover second name is cleared at the next open
+                os.unlink(self.path(tmp))
 
 
 def as_storage(out_dir: str | os.PathLike[str] | Storage) -> Storage:

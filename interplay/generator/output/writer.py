@@ -4,8 +4,9 @@ Layout of an output directory (a local path, or any URI pyarrow's filesystems ac
     manifest.json            config, identity, totals, one entry per run (the last RUNS_KEPT); a fixed size
     shards.jsonl             one line per finished shard: its rows' indices and stats (shardlog.py)
     failures.jsonl           one line per failed attempt at a conversation not done yet (failures.py)
-    shard-00000.parquet ...  finished shards; a shard is written as .shard-00000.parquet.tmp and renamed into
-                             place, so no reader globbing *.parquet ever sees a partial file
+    shard-00000.parquet ...  finished shards; a shard is written under a temporary name of its writer's own
+                             (.shard-00000.parquet.e3-1a2b3c4d5e6f.tmp) and published under the writer's fence
+                             (storage.py), so no reader globbing *.parquet ever sees a partial file
     logs/engine.log          vLLM's own log lines
     .layout.json             the output's layout and corpus identity hash, recorded once (layout.py, checks.py)
 
@@ -16,7 +17,7 @@ each conversation lands in exactly one shard. A conversation that failed is retr
 used max_attempts (failures.py); only then does its error row go into a shard.
 
 Writing: the event loop only buffers rows. A full buffer goes through a bounded queue to one writer thread,
-which encodes the Parquet, publishes the shard (fsync and rename, or an upload), appends its log line and
+which encodes the Parquet, publishes the shard (fsync and hard link, or an upload), appends its log line and
 rewrites the manifest at most every MANIFEST_EVERY_S. So none of that stalls the conversations in flight. When
 the thread is QUEUE_SHARDS shards behind, `put` makes the finished conversation's worker wait (back-pressure);
 the loop runs on. A failure in the thread stops the run: the next `put` or `close` raises it, and nothing more
@@ -26,11 +27,12 @@ is written, so the published shards and their log stay intact and a rerun resume
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,7 @@ from interplay.generator.output.lease import LEASE_TTL_S, Lease, LeaseHeld, Leas
 from interplay.generator.output.records import SCHEMA, add_stats, empty_stats, merge_stats
 from interplay.generator.output.resume import resume, shard_entry
 from interplay.generator.output.shardlog import ShardLog
-from interplay.generator.output.storage import Storage, as_storage
+from interplay.generator.output.storage import Fence, Storage, as_storage
 
 ROW_GROUP_ROWS = 1000
 CONVERT_ROWS = 16        # rows per slice of the Arrow conversion (see to_table)
@@ -103,6 +105,7 @@ class CorpusWriter:
         self._error: BaseException | None = None
         self._manifest_at = 0.0
         self.manifest = self._open(config, config_hash, overwrite, lease_ttl_s, lease_wait_s)
+        self._fence = Fence(self.lease.tag, self._held)
         try:  # a refusal from here on (an unreadable shard at resume, ...) gives the lease back: no writer is kept out
             self.manifest.update(extra or {})
             self.log = ShardLog(self.storage, self.own.log_name, fence=self._fence)
@@ -281,13 +284,15 @@ class CorpusWriter:
         self.storage.write_atomic(self.manifest_name, json.dumps(m, indent=2).encode(), fence=self._fence)
         self._manifest_at = time.monotonic()
 
-    def _fence(self) -> None:
-        """Just before anything is published: this writer must still hold the output (see lease.py)."""
-        if self.lease is not None:
-            try:
-                self.lease.check()
-            except LeaseLost as e:
-                raise OutputError(str(e)) from None
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """Around every publish: this writer must still hold the output, and keeps it until the block ends (see
+        lease.py)."""
+        try:
+            with self.lease.held():
+                yield
+        except LeaseLost as e:
+            raise OutputError(str(e)) from None
 
     def run_summary(self) -> dict[str, Any]:
         """Figures for the run in this process (not earlier runs on the same directory)."""
