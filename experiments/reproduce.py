@@ -33,6 +33,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ TRAIN_OUTCOMES = {"user": "[accepted, max_turns]", "recommender": "[accepted]"}
 # The loss on each turn's first tokens and markers, where it accepts or turns down and names its pick, counts 4x:
 # the rest of a turn is phrasing, and without the weight a small model learns the phrasing first.
 DECISION_WEIGHT = 4
-EVAL_CORPORA = ("zero_shot", "zero_shot_candidates", "trained", "trained_user", "teacher", "baseline")
+EVAL_CORPORA = ("trained", "zero_shot", "zero_shot_candidates", "trained_user", "teacher", "baseline")
 
 
 def log(message: str) -> None:
@@ -73,8 +74,8 @@ def interplay(args: list[str], log_file: Path) -> None:
 
 
 class Experiment:
-    def __init__(self, out: Path, size: str, **overrides: int | None):
-        self.out, self.size = out, size
+    def __init__(self, out: Path, size: str, corpora: Sequence[str] = EVAL_CORPORA, **overrides: int | None):
+        self.out, self.size, self.corpora = out, size, tuple(corpora)
         (self.num_teacher, self.num_eval, self.steps, self.eval_steps, self.max_turns,
          self.in_flight) = SIZES[size]
         for name, value in overrides.items():  # --teacher, --eval, --steps
@@ -164,19 +165,18 @@ class Experiment:
         for role in ROLES:
             self.merge(role)
         eval_seeds, n = seeds["eval"], self.num_eval
-        # The headline corpus first: a run stopped during its evaluation still has it.
-        corpora = {
-            "trained": self.generate("trained", trained, n),
-            "zero_shot": self.generate("zero_shot", self.config("zero_shot", seeds=eval_seeds), n),
-            "zero_shot_candidates": self.generate("zero_shot_candidates", self.config(
-                "zero_shot_candidates", seeds=eval_seeds, candidates=SERVED_CANDIDATES), n),
-            "trained_user": self.generate("trained_user", self.config(
-                "trained_user", seeds=eval_seeds, candidates=SERVED_CANDIDATES, models={"user": merged["user"]}),
-                n),
-            "teacher": self.generate("teacher", self.config("teacher", seeds=eval_seeds, protocol="reference"), n),
-            "baseline": self.generate("baseline", self.config("baseline", seeds=eval_seeds), n,
-                                      "--baseline", "single-llm"),
+        configs = {  # name -> (config, extra arguments); the headline corpus first, so a stopped run has it
+            "trained": (trained, ()),
+            "zero_shot": (self.config("zero_shot", seeds=eval_seeds), ()),
+            "zero_shot_candidates": (self.config("zero_shot_candidates", seeds=eval_seeds,
+                                                 candidates=SERVED_CANDIDATES), ()),
+            "trained_user": (self.config("trained_user", seeds=eval_seeds, candidates=SERVED_CANDIDATES,
+                                         models={"user": merged["user"]}), ()),
+            "teacher": (self.config("teacher", seeds=eval_seeds, protocol="reference"), ()),
+            "baseline": (self.config("baseline", seeds=eval_seeds), ("--baseline", "single-llm")),
         }
+        corpora = {name: self.generate(name, config, n, *extra) for name, (config, extra) in configs.items()
+                   if name in self.corpora}
         log("report")
         report_dir = self.path("report")
         interplay(["report", *map(str, corpora.values()), "--output", str(report_dir), "--catalog",
@@ -201,9 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", type=int, metavar="N", help=f"teacher dialogues to train on (full: {full[0]})")
     parser.add_argument("--eval", type=int, metavar="N", help=f"dialogues per evaluation corpus (full: {full[1]})")
     parser.add_argument("--steps", type=int, metavar="N", help=f"training steps per role (full: {full[2]})")
+    parser.add_argument("--corpora", default=",".join(EVAL_CORPORA), metavar="NAME,...",
+                        help="the evaluation corpora to make and report (default: all of them)")
     args = parser.parse_args(argv)
+    corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    if not corpora or not set(corpora) <= set(EVAL_CORPORA):
+        parser.error(f"--corpora: names among {', '.join(EVAL_CORPORA)}, not {args.corpora!r}")
     name = "tiny" if args.tiny else "quick" if args.quick or os.environ.get("REPRODUCE_QUICK") == "1" else "full"
-    result = Experiment(Path(args.out), name, num_teacher=args.teacher, num_eval=args.eval, steps=args.steps).run()
+    result = Experiment(Path(args.out), name, corpora, num_teacher=args.teacher, num_eval=args.eval,
+                        steps=args.steps).run()
     (Path(args.out) / "result.json").write_text(json.dumps(result, indent=2) + "\n")  # what experiments.ship reads
     print(json.dumps(result))
     return 0

@@ -33,6 +33,16 @@ def test_split_keeps_every_user_on_one_side(tmp_path: Path) -> None:
     assert pq.read_table(again["eval"]).equals(pq.read_table(paths["eval"]))
 
 
+@pytest.mark.parametrize("corpora", ["foo", "trained,foo", ","])
+def test_unknown_corpora_are_refused_before_any_work(tmp_path: Path, corpora: str, capsys) -> None:
+    from experiments.reproduce import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--corpora", corpora, "--out", str(tmp_path / "out")])
+    assert refused.value.code == 2 and "--corpora: names among trained, zero_shot" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_the_whole_experiment_runs_in_its_smallest_size(tmp_path: Path) -> None:
     if not (default_model_dir() / "config.json").is_file():
