@@ -167,7 +167,9 @@ def test_headline_is_the_flat_dict_experiments_print(metrics: dict) -> None:
                                "recall_at_1": 0.25, "recall_at_10": 0.75, "leakage": 0.5,
                                "distinct_2_user": 0.9333, "distinct_2_recommender": metrics["distinct"]
                                ["recommender"]["2"], "mean_turns": 3.2, "grounded_turn_share": 0.8333,
-                               "decision_precision": 0.6667, "decision_recall": 1.0, "offers_that_fit": 1.0}
+                               "decision_precision": 0.6667, "decision_recall": 1.0, "offers_that_fit": 1.0,
+                               "duplicate_openings": 0.0, "duplicate_dialogues": 0.0,
+                               "near_duplicate_dialogues": 0.0}
     nothing = headline({"corpora": [{"label": "x", "metrics": corpus_metrics(ROWS[2:3])}]})["x"]
     assert nothing["match_score"] is None and nothing["recall_at_1"] is None and nothing["leakage"] is None
     assert nothing["match_score_ci95"] is None and nothing["decision_precision"] is None

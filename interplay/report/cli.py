@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-HELP = "quality report of a corpus (success, match score, Recall@k, leakage, distinct-n, ...); several side by side"
+HELP = ("quality report of a corpus (success, match score, Recall@k, leakage, distinct-n, duplicates, ...); "
+        "several side by side")
 
 # `protocol` (and the turns' `candidate_item_ids`) only exist in newer corpora: columns a shard lacks are skipped.
 COLUMNS = ["conversation_id", "turns", "outcome", "accepted_item_id", "recommended_item_ids", "target_item_id",
@@ -78,16 +79,19 @@ def load_items(path: Path | None) -> dict[str, tuple[str, dict[str, list[str]]]]
 
 
 def analyse(out_dirs: list[str | Path], *, catalog: str | None = None, sample_size: int = 500,
-            distinct_sample: int = 10_000, seed: int = 0, labels: list[str] | None = None) -> list[dict[str, Any]]:
+            distinct_sample: int = 10_000, near_sample: int | None = None, seed: int = 0,
+            labels: list[str] | None = None) -> list[dict[str, Any]]:
     """Every figure of each corpus: [{"label", "path", "mode", "metrics", "distributions"}]. Corpora read
     together are measured on text samples of equal size (metrics.compare)."""
+    from interplay.report.duplicates import NEAR_SAMPLE
     from interplay.report.metrics import CorpusMetrics, compare
 
     read = []
     for k, out_dir in enumerate(out_dirs):
         manifest = _manifest(out_dir)
         items = load_items(catalog_path(manifest, catalog))
-        metrics = CorpusMetrics(items=items, sample_size=sample_size, distinct_sample=distinct_sample, seed=seed)
+        metrics = CorpusMetrics(items=items, sample_size=sample_size, distinct_sample=distinct_sample, seed=seed,
+                                near_sample=near_sample or NEAR_SAMPLE)
         first = None
         for row in iter_rows(out_dir):
             first = first or row
@@ -149,6 +153,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distinct-sample", type=_positive, default=10_000,
                         help="at most this many utterances per role for distinct-n; corpora compared are all "
                              "measured on as many as the smallest has (default 10000)")
+    parser.add_argument("--near-sample", type=_positive, default=None,
+                        help="at most this many dialogues per corpus for the near-duplicate share (MinHash LSH); "
+                             "corpora compared are all measured on as many as the smallest has (default 20000)")
     parser.add_argument("--no-plots", action="store_true", help="write no PNG files")
 
 
@@ -159,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
     if len(set(labels)) < len(labels):  # out/a/corpus vs out/b/corpus: tell them apart by their parent too
         labels = [f"{short_name(d, parent=True)}/{short_name(d)}" for d in args.corpora]
     corpora = analyse(args.corpora, catalog=args.catalog, sample_size=args.sample,
-                      distinct_sample=args.distinct_sample, labels=labels)
+                      distinct_sample=args.distinct_sample, near_sample=args.near_sample, labels=labels)
     leaf = "report" if len(corpora) == 1 else "compare-" + "-".join(short_name(d) for d in args.corpora[1:])
     # Beside a local corpus; in the working directory for one behind a URI (the report is local files).
     first = args.corpora[0]

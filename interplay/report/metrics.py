@@ -20,6 +20,7 @@ from typing import Any
 
 from interplay.common.roles import ROLES
 from interplay.report.decisions import Decisions, proportion, wilson_interval
+from interplay.report.duplicates import NEAR_SAMPLE, Duplicates
 from interplay.report.task import (
     ChanceIndex,
     Items,
@@ -52,7 +53,7 @@ class CorpusMetrics:
     """Accumulates rows (`add`); `result` gives every figure, `distributions` the raw values for the plots."""
 
     def __init__(self, *, items: Items | None = None, sample_size: int = 500, distinct_sample: int = 10_000,
-                 seed: int = 0):
+                 seed: int = 0, near_sample: int = NEAR_SAMPLE):
         self.items = items  # None: no catalog, so no match score, chance level or leakage by title
         self.chance = ChanceIndex(items) if items is not None else None
         self.bleu_sample = sample_size
@@ -82,6 +83,7 @@ class CorpusMetrics:
         self.rec_mentions = self.rec_repeats = self.dialogues_with_repeat = 0
         self.decisions = Decisions(items)
         self.teacher = TeacherQuality(items)
+        self.duplicates = Duplicates(seed=seed, near_sample=near_sample)
 
     def add(self, row: Mapping[str, Any]) -> None:
         conversation = row.get("conversation_id") or f"#{self.num_dialogues}"
@@ -108,6 +110,7 @@ class CorpusMetrics:
         if (target := row.get("target_item_id")) is not None:
             self._add_target(row, turns, target, candidates)
         self._add_repeats(turns)
+        self.duplicates.add(conversation, turns)
 
     def _add_text(self, turn: Mapping[str, Any], key: int) -> None:
         role = turn["role"]
@@ -172,9 +175,10 @@ class CorpusMetrics:
     def num_sampled(self, role: str) -> int:
         return self.samples[role].size
 
-    def result(self, sample_sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
+    def result(self, sample_sizes: Mapping[str, int] | None = None, near_sample: int | None = None) -> dict[str, Any]:
         """sample_sizes: utterances per role for distinct-n (self-BLEU takes at most `sample_size` of them);
-        `compare` passes the smallest over the corpora compared; None: all this corpus's sample."""
+        near_sample: dialogues for the near-duplicate share; `compare` passes the smallest over the corpora
+        compared; None: all this corpus's sample."""
         sizes = {r: (sample_sizes or {}).get(r, self.num_sampled(r)) for r in ROLES}
         texts = {r: self.samples[r].first(sizes[r]) for r in ROLES}
         n, with_target = self.num_dialogues, self.num_with_target
@@ -221,6 +225,7 @@ class CorpusMetrics:
                                          "num_mentions": self.rec_mentions},
             "decisions": self.decisions.result(),
             "teacher_quality": self.teacher.result(),
+            "duplicates": self.duplicates.result(near_sample),
         }
 
     def distributions(self) -> dict[str, Any]:
@@ -229,10 +234,12 @@ class CorpusMetrics:
 
 
 def compare(metrics: Sequence[CorpusMetrics]) -> list[dict[str, Any]]:
-    """Each corpus's result, with distinct-n and self-BLEU on samples of one size per role: the smallest sample
-    of any corpus, so that a corpus of 230 turns and one of 800 are measured on as many utterances each."""
+    """Each corpus's result, with distinct-n, self-BLEU and the near-duplicate share on samples of one size (per
+    role for utterances): the smallest sample of any corpus, so that a corpus of 230 turns and one of 800 are
+    measured on as many utterances each."""
     sizes = {r: min(m.num_sampled(r) for m in metrics) for r in ROLES}
-    return [m.result(sizes) for m in metrics]
+    near = min(m.duplicates.num_sampled for m in metrics)
+    return [m.result(sizes, near) for m in metrics]
 
 
 def corpus_metrics(rows: Iterable[Mapping[str, Any]], **kwargs: Any) -> dict[str, Any]:

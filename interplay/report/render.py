@@ -1,5 +1,5 @@
-"""The report as Markdown: one column per corpus, so two corpora read side by side (pure Python). Three tables: every
-figure, the decision figures, the teacher-quality figures."""
+"""The report as Markdown: one column per corpus, so two corpora read side by side (pure Python). Four tables: every
+figure, the decision figures, the teacher-quality figures, the duplicates."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from interplay.common.roles import ROLES
+from interplay.report.duplicates import NEAR_THRESHOLD, NUM_PERM
 from interplay.report.teacher import FIGURES as TEACHER_FIGURES
 
 # Where the Wilson interval of a row of `quality_rows` is, shown beside its value in the tables (not in the plot).
@@ -94,14 +95,31 @@ def decision_rows(metrics: Sequence[dict[str, Any]]) -> list[tuple[str, list[str
     ]
 
 
+def _share_cell(figure: dict[str, Any] | None) -> str:
+    """"0.400 (2 of 5)": a share and what it is a share of."""
+    if not figure:  # a report.json made before the figure existed
+        return "n/a"
+    return f"{_fmt(figure['share'])} ({figure['count']} of {figure['denominator']})"
+
+
 def teacher_rows(metrics: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """(row name, one cell per corpus) for the teacher-quality figures: the share and what it is a share of."""
-    def cell(figure: dict[str, Any] | None) -> str:
-        if not figure:  # a report.json made before the figures existed
-            return "n/a"
-        return f"{_fmt(figure['share'])} ({figure['count']} of {figure['denominator']})"
+    return [(TEACHER_NAMES[f], [_share_cell(_get(m, "teacher_quality", f)) for m in metrics])
+            for f in TEACHER_FIGURES]
 
-    return [(TEACHER_NAMES[f], [cell(_get(m, "teacher_quality", f)) for m in metrics]) for f in TEACHER_FIGURES]
+
+def duplicate_rows(metrics: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(row name, one cell per corpus) for the duplicate figures; the near-duplicate row names its threshold."""
+    near = next((n for m in metrics if (n := _get(m, "duplicates", "near_whole_text"))),
+                {"threshold": NEAR_THRESHOLD, "num_perm": NUM_PERM})
+    near_name = (f"near-duplicate dialogues (MinHash LSH, Jaccard >= {near['threshold']:g}, {near['num_perm']} "
+                 "permutations, sample)")
+    return [
+        ("openings duplicating another's (exact)", [_share_cell(_get(m, "duplicates", "openings")) for m in metrics]),
+        ("dialogues duplicating another's (exact whole text)",
+         [_share_cell(_get(m, "duplicates", "whole_text")) for m in metrics]),
+        (near_name, [_share_cell(_get(m, "duplicates", "near_whole_text")) for m in metrics]),
+    ]
 
 
 def table(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
@@ -153,7 +171,8 @@ def table(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
 def sections(corpora: Sequence[dict[str, Any]]) -> list[tuple[str, list[tuple[str, list[str]]]]]:
     """The report's tables: (heading, rows), the first with no heading."""
     ms = [c["metrics"] for c in corpora]
-    return [("", table(corpora)), ("Decisions", decision_rows(ms)), ("Teacher quality", teacher_rows(ms))]
+    return [("", table(corpora)), ("Decisions", decision_rows(ms)), ("Teacher quality", teacher_rows(ms)),
+            ("Duplicates", duplicate_rows(ms))]
 
 
 def markdown(corpora: Sequence[dict[str, Any]], plots: Sequence[str] = ()) -> str:
@@ -173,7 +192,9 @@ def markdown(corpora: Sequence[dict[str, Any]], plots: Sequence[str] = ()) -> st
     if notes:
         lines += ["", *notes]
     lines += ["", "Definitions and sources: docs/report.md. distinct-n and self-BLEU are measured on samples of the "
-              "same number of utterances in every corpus of this report.", ""]
+              "same number of utterances in every corpus of this report, near duplicates on samples of the same "
+              "number of dialogues. Duplicates compare text casefolded, whitespace collapsed, trailing punctuation "
+              "removed.", ""]
     return "\n".join(lines)
 
 

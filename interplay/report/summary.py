@@ -14,13 +14,19 @@ from typing import Any
 
 HEADLINE_KEYS = ("success_rate", "success_rate_ci95", "match_score", "match_score_ci95", "chance_match",
                  "recall_at_1", "recall_at_10", "leakage", "distinct_2_user", "distinct_2_recommender", "mean_turns",
-                 "grounded_turn_share", "decision_precision", "decision_recall", "offers_that_fit")
+                 "grounded_turn_share", "decision_precision", "decision_recall", "offers_that_fit",
+                 "duplicate_openings", "duplicate_dialogues", "near_duplicate_dialogues")
 
 
 def headline_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The headline keys, in HEADLINE_KEYS order, from one corpus's `metrics` (CorpusMetrics.result)."""
     match = metrics.get("match_score") or {}
     decisions = metrics.get("decisions") or {}
+    duplicates = metrics.get("duplicates") or {}  # absent from report.json files made before it
+
+    def share(figure: str) -> float | None:
+        return (duplicates.get(figure) or {}).get("share")
+
     return {
         "success_rate": metrics["success_rate"],
         "success_rate_ci95": metrics.get("success_rate_ci95"),  # absent from report.json files made before it
@@ -37,6 +43,9 @@ def headline_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "decision_precision": decisions.get("decision_precision"),
         "decision_recall": decisions.get("decision_recall"),
         "offers_that_fit": decisions.get("offers_that_fit"),
+        "duplicate_openings": share("openings"),
+        "duplicate_dialogues": share("whole_text"),
+        "near_duplicate_dialogues": share("near_whole_text"),
     }
 
 

@@ -19,11 +19,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
-
 WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 BLEU_N = 4
-_SMOOTHING = SmoothingFunction().method1  # Chen & Cherry's method 1: a zero count becomes epsilon = 0.1
 
 
 def words(text: str | None) -> list[str]:
@@ -52,6 +49,10 @@ def self_bleu(utterances: Sequence[Sequence[str]], *, max_n: int = BLEU_N) -> fl
     references through two numbers alone, per hypothesis n-gram the largest count in any one reference, and the
     reference length closest to the hypothesis's. So one reference holding each such maximum, plus one of the
     closest length, give the same score as all N - 1 of them, and the loop is no longer quadratic in N."""
+    # Imported here: `interplay export --dedup` reads words() through duplicates.py without the report extra.
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    smoothing = SmoothingFunction().method1  # Chen & Cherry's method 1: a zero count becomes epsilon = 0.1
     utts = [list(u) for u in utterances if u]
     if len(utts) < 2:
         return 0.0
@@ -71,7 +72,7 @@ def self_bleu(utterances: Sequence[Sequence[str]], *, max_n: int = BLEU_N) -> fl
                     refs.add(i1)
                 elif c2 > 0:
                     refs.add(i2)
-        total += sentence_bleu([utts[j] for j in sorted(refs)], u, weights=weights, smoothing_function=_SMOOTHING)
+        total += sentence_bleu([utts[j] for j in sorted(refs)], u, weights=weights, smoothing_function=smoothing)
     return total / len(utts)
 
 
