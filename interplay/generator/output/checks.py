@@ -6,7 +6,9 @@ manifest, or files that are not interplay's; `--overwrite` deletes only what it 
 
 The layout record (.layout.json, layout.py) decides the layout and the corpus identity once. The writer checks
 it, takes its lease and, the first time, writes the record, all under the lease lock (lease.py: `guard`), so two
-writers started together cannot both pass: the second sees the first's record. Shards with no manifest and no
+writers started together cannot both pass: the second sees the first's record. On s3:// there is no lock: both
+may pass the check, but the record is created only if absent, so the store lets one create it and the other
+reads it and is refused. Shards with no manifest and no
 record say nothing of the config that wrote them: they are refused, never adopted.
 """
 
@@ -16,6 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from interplay.generator.output.card import CARD, is_card
 from interplay.generator.output.layout import (
     LAYOUT_RECORD,
     LEASE_RE,
@@ -85,7 +88,10 @@ class Ownership:
         # it): an overwrite of one partition makes it wrong, and deletes it.
         derived = MANIFEST if self.tag is not None else None
         others = {n: m for n, m in manifests.items() if n != self.manifest_name}
-        foreign = [n for n in names if not is_interplay_name(n)]
+        # interplay's own dataset card (card.py) is no foreign file: a corpus whose manifest is gone is judged by
+        # its shards and layout record, as before it had a card
+        foreign = [n for n in names if not is_interplay_name(n)
+                   and not (n == CARD and is_card(storage.read_bytes(n)))]
         if manifest is None and not others and foreign:
             raise OutputError(f"{out} is not empty and holds no {MANIFEST} ({', '.join(foreign[:3])}): "
                               "choose an empty or new directory; --overwrite deletes only interplay's own files")
@@ -156,7 +162,7 @@ class Ownership:
         if checked.record is None:
             if self.storage.create_exclusive(LAYOUT_RECORD, data):
                 return
-            theirs = read_layout(self.storage)  # another writer recorded one first (an object store only)
+            theirs = read_layout(self.storage)  # another writer recorded one first (s3://, where no lock holds)
             if theirs is not None and (theirs.get("num_partitions") != self.count
                                        or theirs.get("config_hash") != config_hash):
                 raise OutputError(f"{self.storage.location} was just taken by a run of "
