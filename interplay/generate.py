@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from interplay.common.partition import Partition
 from interplay.generator.config import ConfigError, load_config, parse_override
+from interplay.generator.output.storage import OutputError, Storage
 from interplay.generator.runtime.scheduler import EngineDead
 from interplay.logs import engine_logs_to
 
@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ray: restarts of a worker that dies before its partition is reported unfinished")
     parser.add_argument("--verbose", action="store_true",
                         help="show vLLM's log lines here instead of writing them to OUTPUT/logs/engine.log")
+    parser.add_argument("--single-writer-i-promise", action="store_true",
+                        help="write to a store without conditional writes (gs://, hdfs://, an S3-compatible store "
+                             "that ignores If-None-Match): you promise that exactly one writer per partition runs, "
+                             "because there two writers started together are not kept apart (docs/guarantees.md)")
 
 
 def _summary(manifest: dict[str, Any], out_dir: str) -> str:
@@ -64,7 +68,7 @@ def _summary(manifest: dict[str, Any], out_dir: str) -> str:
         f"  this run: {run['num_dialogues']} dialogues in {run['wall_s']:.1f} s, "
         f"{run['dialogues_per_s']:.2f} dialogues/s, {run['output_tok_per_s']:.0f} output tok/s",
         f"  prompt tokens served from cache: {cached}",
-        f"  output: {out_dir}  (manifest: {Path(out_dir) / 'manifest.json'})",
+        f"  output: {out_dir}  (manifest: {str(out_dir).rstrip('/')}/manifest.json)",
     ])
 
 
@@ -82,9 +86,9 @@ def main(args: argparse.Namespace) -> int:
     partition = _partition(args)
     if getattr(args, "baseline", None):
         from interplay.generator.runtime.baseline import BaselineGeneration as Generation  # noqa: F811
-    generation = Generation(config, args.output, overwrite=args.overwrite,
+    output = Storage(args.output, single_writer=True) if args.single_writer_i_promise else args.output
+    generation = Generation(config, output, overwrite=args.overwrite,
                             **({"partition": partition} if partition else {}))
-    generation.writer.run_info["command"] = command_line(args)  # recorded per run; the dataset card shows it
     print(f"interplay: {generation.num_already_done} of {config.num_dialogues} dialogues already in "
           f"{args.output}; generating {generation.num_remaining} ({generation.scan.num_valid} usable seeds"
           + (f", skipped {generation.scan.skipped}" if generation.scan.skipped else "") + ")", file=sys.stderr)
@@ -94,13 +98,15 @@ def main(args: argparse.Namespace) -> int:
     log_path = None if args.verbose else generation.engine_log_path()
     if log_path is not None and generation.num_remaining:
         print(f"interplay: starting vLLM (its log: {log_path})", file=sys.stderr)
-    failure = start_failure = None
+    failure = start_failure = write_failure = None
     log_start = log_path.stat().st_size if log_path is not None and log_path.is_file() else 0
     with engine_logs_to(log_path if generation.num_remaining else None) as (out, err):
         try:
             manifest = asyncio.run(generation.run(open_engines, progress=err))
         except EngineStartError as e:
             start_failure = e
+        except OutputError as e:  # the output failed mid-run (a store gone, the lease lost); the shards stay
+            write_failure = e
         except EngineDead as e:
             failure, manifest = f"{e}; {_see_log(log_path)}", generation.writer.manifest
             if _interrupted(generation):
@@ -114,6 +120,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"interplay: error: {start_failure}" + (f"; cause: {cause}" if cause else "")
               + f"; {_see_log(log_path)}", file=sys.stderr)
         return 2
+    if write_failure is not None:
+        print(f"interplay: stopped: {write_failure}", file=sys.stderr)
+        return 1
     stopped_early = getattr(generation, "stopped_early", None) if failure is None else None
     if failure is None and not stopped_early and manifest["status"] != "complete" and _interrupted(generation):
         failure = "interrupted"  # the first Ctrl-C: no new conversations, the active ones finished and written
@@ -128,23 +137,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"interplay: stopped: {failure}; finished dialogues are saved, rerun the same command to resume",
               file=sys.stderr)
     return 0 if manifest["status"] == "complete" else 1
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The command that makes this output and resumes it, as the manifest records it for the dataset card:
-    every flag that decides what is generated where (not --overwrite or --verbose)."""
-    argv = ["interplay", "generate", "--config", args.config, "--output", str(args.output)]
-    if args.num_dialogues is not None:
-        argv += ["--num-dialogues", str(args.num_dialogues)]
-    for override in args.set:
-        argv += ["--set", override]
-    if getattr(args, "baseline", None):
-        argv += ["--baseline", args.baseline]
-    if args.partition_index is not None:
-        argv += ["--num-partitions", str(args.num_partitions), "--partition-index", str(args.partition_index)]
-    if getattr(args, "single_writer_i_promise", False):
-        argv.append("--single-writer-i-promise")
-    return shlex.join(argv)
 
 
 def zero_shot_note(config: Any) -> str | None:
@@ -206,8 +198,12 @@ def _run_on_ray(config, args: argparse.Namespace) -> int:
 
     if args.partition_index is not None or getattr(args, "baseline", None):
         raise ConfigError("--ray: runs every partition itself; drop --partition-index / --baseline")
+    if args.single_writer_i_promise:
+        raise ConfigError("--single-writer-i-promise: not with --ray, whose workers open the output themselves; "
+                          "write to s3:// or a shared filesystem")
     print(f"interplay: starting Ray ({args.address or 'local cluster'}); each worker's vLLM log: "
-          f"{args.output}/logs/engine-p*.log, or ./interplay-logs/ on its node when the output is a URI",
+          f"{args.output}/logs/engine-p*.log, or under ~/.cache/interplay/logs/ on its node when the output is a "
+          "URI",
           file=sys.stderr)
     complete, table = run_on_ray(config, args.output, num_workers=args.num_workers, address=args.address,
                                  progress=sys.stderr, overwrite=args.overwrite, max_restarts=args.max_restarts)

@@ -1,5 +1,6 @@
 """Outputs on other filesystems: the writer, resume and `interplay status` through pyarrow's filesystem layer
-(an in-memory filesystem stands in for an object store; file:// URIs for a local one)."""
+(an in-memory filesystem stands in for an object store without conditional writes, written under the user's
+promise of a single writer; file:// URIs for a local one; tests/test_object_store.py runs a real S3 API server)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def generate(config, out, partition=None) -> dict:
 
 
 def test_a_corpus_on_an_object_store_resumes_and_completes(make_config):
-    store = Storage("bucket/corpus", filesystem=pafs._MockFileSystem())
+    store = Storage("bucket/corpus", filesystem=pafs._MockFileSystem(), single_writer=True)
     config = make_config(num_dialogues=12)
     generate(config, store)
     names = store.names()
@@ -37,7 +38,7 @@ def test_a_corpus_on_an_object_store_resumes_and_completes(make_config):
 
 
 def test_partitions_on_an_object_store_combine(make_config):
-    store = Storage("bucket/parts", filesystem=pafs._MockFileSystem())
+    store = Storage("bucket/parts", filesystem=pafs._MockFileSystem(), single_writer=True)
     config = make_config(num_dialogues=10)
     for i in range(2):
         generate(config, store, Partition(i, 2))

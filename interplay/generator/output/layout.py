@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from interplay.generator.output.lease import Lease, LeaseHeld, LeaseLost, lease_name, live_leases
-from interplay.generator.output.storage import Storage, as_storage, tmp_target
+from interplay.generator.output.storage import OutputError, Storage, as_storage, tmp_target
 
 FORMAT = "interplay.corpus/1"
 MANIFEST = "manifest.json"
@@ -58,10 +58,6 @@ def is_interplay_name(name: str) -> bool:
     return (name.startswith(".") or bool(_SIDE_DIRS.match(name)) or bool(SHARD_RE.match(name))
             or name == MANIFEST or bool(PARTITION_MANIFEST_RE.match(name)) or bool(SHARD_LOG_RE.match(name))
             or bool(FAILURE_LOG_RE.match(name)))
-
-
-class OutputError(Exception):
-    """The output directory cannot be used for this run; the message says why and what to do."""
 
 
 # -- layouts: None is a single run, N a run split into N partitions ----------------------------------------------

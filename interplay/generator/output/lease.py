@@ -17,11 +17,14 @@ or a restarted Ray actor's old self that still runs, cannot publish after its su
 paused while it holds the lock, a few milliseconds a publish, makes a successor wait until it goes on or dies.)
 
 Where it holds: reading and replacing the lease, and each fenced publish, happen under flock, which is atomic on
-a local filesystem and on NFSv4 (Linux emulates flock with NFS byte-range locks). Object stores have no lock and
-no create-if-absent in pyarrow's interface: there the lease is written and read back, which catches a second
-writer started seconds later but not two started in the same instant, and the fence is a check only. Run exactly
-one writer per partition there (a Ray run or a batch array does). docs/guarantees.md lists every way this can
-break.
+a local filesystem and on NFSv4 (Linux emulates flock with NFS byte-range locks). On s3:// there is no lock, and
+the store decides instead (objectstore.py): the lease is created only if absent, and renewed or taken over only
+from the version read (If-Match), so of two writers in the same instant exactly one takes it and the other is
+refused naming it; a superseded writer's renewal fails. The fence there is a check, then a conditional upload
+(docs/guarantees.md says what that leaves). On a store without conditional writes the lease is written and read
+back, which catches a second writer started seconds later but not two started in the same instant: a writer opens
+such a store only when its user promised a single writer per partition. docs/guarantees.md lists every way this
+can break.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from interplay.generator.output.storage import Storage, tmp_target
+from interplay.generator.output.storage import OutputError, Storage, tmp_target
 
 LEASE_TTL_S = 60.0  # a lease whose heartbeat is older than this is stale (the holder died or hangs)
 LOCK_NAME = ".lease.lock"
@@ -87,6 +90,7 @@ class Lease:
 
     def __init__(self, storage: Storage, name: str, record: dict[str, Any]):
         self.storage, self.name, self.record = storage, name, record
+        self.version: str | None = None  # on a conditional store: the lease's version as this writer wrote it
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,23 +116,28 @@ class Lease:
         deadline = time.time() + wait_s
         while True:
             with _mutex(storage):
-                current = _read(storage, name)
+                current, version = _read_versioned(storage, name)
                 if current is None or is_stale(current):
                     then = guard() if guard is not None else None
                     record = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
                               "epoch": int((current or {}).get("epoch", 0)) + 1, "acquired_at": time.time(),
                               "heartbeat_at": time.time(), "ttl_s": ttl_s}
-                    # A lease write killed before its rename leaves its temporary file; none is under way now.
-                    for leftover in storage.names():
-                        if tmp_target(leftover) == name:
-                            storage.delete(leftover)
-                    storage.write_atomic(name, json.dumps(record).encode())
+                    if storage.is_conditional:
+                        version = storage.put_if(name, json.dumps(record).encode(), version)
+                        if version is None:  # another writer took it this very instant: look again (and name it)
+                            continue
+                    else:
+                        # A lease write killed before its rename leaves its temporary file; none is under way now.
+                        for leftover in storage.names():
+                            if tmp_target(leftover) == name:
+                                storage.delete(leftover)
+                        storage.write_atomic(name, json.dumps(record).encode())
                     if then is not None:
                         try:
                             then()
                         except BaseException:
-                            with contextlib.suppress(OSError):
-                                storage.delete(name)  # ours: the lock is still held
+                            with contextlib.suppress(OSError, OutputError):
+                                storage.delete(name, version=version)  # ours: the lock is held, or the version
                             raise
                     break
             if time.time() >= deadline:
@@ -136,6 +145,7 @@ class Lease:
                                 "to finish, stop it, or use another --output")
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
         lease = cls(storage, name, record)
+        lease.version = version
         try:  # written: from here on a failure gives it back (release deletes it only while it is still ours)
             lease.check()  # read back: on an object store this is the only sign of a writer that raced us
             if heartbeat:
@@ -166,16 +176,27 @@ class Lease:
                             "another writer took the output over; stopped without writing")
 
     def renew(self) -> None:
-        with self.held():
-            self.record["heartbeat_at"] = time.time()
-            self.storage.write_atomic(self.name, json.dumps(self.record).encode())
+        if not self.storage.is_conditional:
+            with self.held():
+                self.record["heartbeat_at"] = time.time()
+                self.storage.write_atomic(self.name, json.dumps(self.record).encode())
+            return
+        # One compare-and-swap: replaced only while it is the version this writer wrote last.
+        record = {**self.record, "heartbeat_at": time.time()}
+        version = self.storage.put_if(self.name, json.dumps(record).encode(), self.version)
+        if version is None:  # taken over (or released) since: the store refused to replace it
+            with contextlib.suppress(LeaseLost):
+                self.check()  # names the new holder
+            self.lost = self.lost or "replaced by another writer"
+            raise LeaseLost(f"this writer no longer holds {self.storage.path(self.name)} (now: {self.lost})")
+        self.record, self.version = record, version
 
     def release(self) -> None:
         self._stop.set()
-        with contextlib.suppress(OSError), _mutex(self.storage):
-            current = _read(self.storage, self.name)
+        with contextlib.suppress(OSError, OutputError), _mutex(self.storage):
+            current, version = _read_versioned(self.storage, self.name)
             if current is not None and current.get("owner") == self.owner:
-                self.storage.delete(self.name)
+                self.storage.delete(self.name, version=version)  # on s3://, only that version: still ours
         self.lost = self.lost or "released"
 
 
@@ -185,7 +206,8 @@ def _beat(ref: weakref.ref, every_s: float, stop: threading.Event) -> None:
         lease = ref()
         if lease is None or lease.lost is not None:
             return
-        with contextlib.suppress(LeaseLost, OSError):  # lost: held() reports it at the next publish
+        with contextlib.suppress(LeaseLost, OSError, OutputError):  # lost, or the store did not answer: the
+            # next publish reports it
             lease.renew()
         del lease
 
@@ -194,6 +216,19 @@ def live_leases(storage: Storage, names: list[str]) -> dict[str, dict[str, Any]]
     """The leases among `names` (.lease.json, .lease-p003of008.json) whose holders are alive: name -> lease."""
     found = {n: _read(storage, n) for n in names if n.startswith(".lease") and n.endswith(".json")}
     return {n: lease for n, lease in found.items() if lease is not None and not is_stale(lease)}
+
+
+def _read_versioned(storage: Storage, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The lease and, on a conditional store, the version it was read at (None: absent, or not such a store)."""
+    if not storage.is_conditional:
+        return _read(storage, name), None
+    got = storage.read_versioned(name)
+    if got is None:
+        return None, None
+    try:
+        return json.loads(got[0]), got[1]
+    except ValueError:  # not a lease: taken over from the version read, like a stale one
+        return None, got[1]
 
 
 def _read(storage: Storage, name: str) -> dict[str, Any] | None:

@@ -5,7 +5,10 @@ misses it (a crash between a shard's rename and its log line). Each logged shard
 a local disk (about 20 us a shard); on an object store that would cost a request per shard, so the log is trusted
 there. A logged shard that is gone is dropped (its conversations are generated again); a damaged log is
 rewritten from what the shards say. A conversation found in two shards (or twice in one) is refused, naming
-them: a resume never carries a duplicate forward.
+them: a resume never carries a duplicate forward. Each shard carries the corpus identity hash of the run that
+wrote it (Parquet metadata, SHARD_HASH_KEY): a shard the log misses that another config wrote (a superseded
+writer's last upload after an --overwrite with a new config, on a store without a lock; a shard copied in by
+hand) is refused, not adopted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from interplay.generator.output.layout import SHARD_RE, OutputError
 from interplay.generator.output.records import add_stats, empty_stats, merge_stats
 from interplay.generator.output.shardlog import ShardLog, decode_indices, encode_indices, read_log
 from interplay.generator.output.storage import Storage
+
+
+SHARD_HASH_KEY = b"interplay.config_hash"  # in each shard's Parquet metadata: the identity hash of its writer
 
 
 @dataclass
@@ -40,7 +46,7 @@ def shard_entry(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"file": name, **stats, "indices": encode_indices(indices)}
 
 
-def resume(storage: Storage, own: Ownership, log: ShardLog) -> Resumed:
+def resume(storage: Storage, own: Ownership, log: ShardLog, config_hash: str | None = None) -> Resumed:
     logged, damaged = read_log(storage, log.name)
     on_disk = {n for n in storage.names() if SHARD_RE.match(n) and own.owns(n)}
     entries, seen = [], set()
@@ -50,7 +56,7 @@ def resume(storage: Storage, own: Ownership, log: ShardLog) -> Resumed:
                 _check_footer(storage, entry)
             entries.append(entry)
             seen.add(entry["file"])
-    entries += [_entry_from_file(storage, name) for name in sorted(on_disk - seen)]
+    entries += [_entry_from_file(storage, name, config_hash) for name in sorted(on_disk - seen)]
     log.adopt(entries, rewrite=damaged or len(entries) != len(logged) or not storage.exists(log.name))
     done, totals = DoneSet(), empty_stats()
     for entry in entries:
@@ -73,11 +79,16 @@ def _twice(storage: Storage, entries: list[dict[str, Any]], entry: dict[str, Any
                        "over")
 
 
-def _entry_from_file(storage: Storage, name: str) -> dict[str, Any]:
+def _entry_from_file(storage: Storage, name: str, config_hash: str | None) -> dict[str, Any]:
     try:
         table = storage.read_table(name, ["conversation_index", "outcome", "turns"])
     except (OSError, pa.ArrowException) as e:  # never one of ours (they are renamed in complete)
         raise _unreadable(storage, name, e) from None
+    written = (table.schema.metadata or {}).get(SHARD_HASH_KEY)  # None: a shard of an earlier version
+    if written is not None and config_hash is not None and written.decode() != config_hash:
+        raise OutputError(f"{storage.path(name)} was written by a run of another config (hash {written.decode()}, "
+                          f"this output's is {config_hash}) and no shard log names it: move it away and rerun (its "
+                          "conversations are generated again)")
     return shard_entry(name, table.to_pylist())
 
 

@@ -15,7 +15,8 @@ conversations are generated again.
 Locally a line is appended and fsynced inside the writer's fence (storage.py), so a writer that lost its lease
 never appends after its successor took over. Object stores cannot append: there the log is kept in memory (about
 300 bytes a shard) and rewritten whole at most every LOG_REWRITE_S seconds and at close; a crash loses at most
-that much of the log, never a shard.
+that much of the log, never a shard. On s3:// each rewrite replaces only the version this writer wrote last
+(objectstore.py), so a superseded writer never rewrites its successor's log.
 """
 
 from __future__ import annotations

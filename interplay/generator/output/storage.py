@@ -1,4 +1,5 @@
-"""The output location: a local directory or any URI pyarrow's filesystems accept (s3://, gs://, hdfs://, ...).
+"""The output location: a local directory, an s3:// URI (objectstore.py: boto3, with the store's conditional writes),
+or any other URI pyarrow's filesystems accept (gs://, hdfs://, ...).
 
 Everything the writer does to the output goes through here: list names, read and write whole small files,
 write Parquet, and publish a file by writing it under a temporary name and moving it into place.
@@ -12,22 +13,25 @@ check and the move.
 
 Locally the bytes are fsynced first, then a file that must never be replaced (a shard) is hard-linked to its
 name (os.link fails if the name exists, whoever made it a moment before) and its temporary name removed; a file
-that is rewritten (a manifest) is renamed over the old one; then the directory is fsynced. On object stores
-pyarrow's interface has no lock, no rename and no create-if-absent: there the fence is a check only, "never
-replace" is a check for the name, and the move is an upload that appears whole when it completes
-(docs/guarantees.md says what that leaves open).
+that is rewritten (a manifest) is renamed over the old one; then the directory is fsynced. On s3:// the store
+itself decides (objectstore.py). Other object stores through pyarrow have no lock, no rename and no
+create-if-absent: a writer is refused there unless its user promises to run a single writer per partition
+(`single_writer`, --single-writer-i-promise); then the fence is a check only, "never replace" is a check for the
+name, and the move is an upload that appears whole when it completes (docs/guarantees.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import re
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +40,15 @@ import pyarrow.parquet as pq
 
 # .NAME.TAG.tmp, and .NAME.tmp as earlier versions wrote it: group 1 is NAME.
 _TMP_RE = re.compile(r"^\.(.+?)(?:\.(?:e\d+-)?[0-9a-f]{12})?\.tmp$")
+
+
+class OutputError(Exception):
+    """The output cannot be used for this run; the message says why and what to do."""
+
+
+class StoreError(OutputError):
+    """An object store refused or did not answer (objectstore.py); the message names the URI and the store's own
+    error."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +75,22 @@ def tmp_target(name: str) -> str | None:
 
 
 class Storage:
-    def __init__(self, location: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None):
+    """`single_writer`: the user promises that one writer per partition runs (--single-writer-i-promise), which
+    a store without conditional writes needs before a writer may open it."""
+
+    is_conditional = False  # does the store decide create-if-absent and compare-and-swap (objectstore.py)?
+
+    def __new__(cls, location: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None, **kwargs: Any):
+        if cls is Storage and filesystem is None and str(location).startswith("s3://"):
+            from interplay.generator.output.objectstore import S3Storage
+
+            return super().__new__(S3Storage)
+        return super().__new__(cls)
+
+    def __init__(self, location: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None, *,
+                 single_writer: bool = False):
         location = str(location)
+        self.single_writer = single_writer
         if filesystem is not None:
             self.fs, self.root = filesystem, location
         elif "://" in location:
@@ -83,9 +110,27 @@ class Storage:
         """A local Path for `name`, or None when the output is not on the local filesystem."""
         return Path(self.root, name) if self.is_local else None
 
+    @property
+    def slug(self) -> str:
+        """The location as one file name, for what is kept on this machine about a remote output (its engine logs):
+        s3-bucket-corpus-1a2b3c4d, the hash telling apart locations whose readable part is the same."""
+        readable = re.sub(r"[^A-Za-z0-9._]+", "-", self.location.replace("://", "-")).strip("-.")[:80]
+        return f"{readable}-{hashlib.sha256(self.location.encode()).hexdigest()[:8]}"
+
     def makedirs(self) -> None:
         self.fs.create_dir(self.root, recursive=True)
 
+    def open_for_writing(self) -> None:
+        """Make the output's directory, before a writer opens it; refuse a store on which two writers started
+        together could both write (no lock, no create-if-absent) unless a single writer was promised."""
+        if not self.is_local and not self.single_writer:
+            raise OutputError(
+                f"{self.location}: interplay makes conditional writes (create-if-absent, compare-and-swap) on "
+                "local and shared filesystems and on s3:// only; through pyarrow this store has none, so two "
+                "writers started together could both take the lease and write the same partition twice; write to "
+                "s3:// or a filesystem, or pass --single-writer-i-promise if exactly one writer per partition will "
+                "ever run")
+        self.makedirs()
     def names(self) -> list[str]:
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
         return sorted(info.base_name for info in infos)
@@ -99,7 +144,8 @@ class Storage:
         with self.fs.open_input_stream(self.path(name)) as f:
             return f.read()
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, *, version: str | None = None) -> None:
+        """`version` is for a conditional store (objectstore.py); here the lease lock guards what is deleted."""
         self.fs.delete_file(self.path(name))
 
     def write_atomic(self, name: str, data: bytes, *, fence: Fence | None = None) -> None:
@@ -162,6 +208,11 @@ class Storage:
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.path(name), columns=columns, filesystem=self.fs)
 
+    def source(self, name: str) -> Path | ShardFile:
+        """What pq.ParquetFile opens to read `name`: a local Path, or a remote file opened at its first read."""
+        local = self.local_path(name)
+        return local if local is not None else ShardFile.lazy(name, lambda: self.fs.open_input_file(self.path(name)))
+
     def _put(self, name: str, write: Callable[[Any], None], fence: Fence | None, *, replace: bool) -> None:
         """Write to a temporary name of the publisher's own, then publish it as `name` inside the fence."""
         tmp = tmp_name(name, fence.tag if fence is not None else None)
@@ -203,6 +254,61 @@ class Storage:
                 os.unlink(self.path(tmp))
 
 
+class ShardFile(pa.PythonFile):
+    """A remote file for pq.ParquetFile, opened at its first read and ordered by name (shard_files' answer for a
+    remote output, which a caller may sort)."""
+
+    @classmethod
+    def lazy(cls, name: str, opener: Callable[[], Any]) -> ShardFile:
+        f = cls(_Lazy(opener), mode="r")  # pyarrow's __cinit__ takes the constructor's arguments: set name after
+        f.key = name
+        return f
+
+    def __lt__(self, other: ShardFile) -> bool:
+        return self.key < other.key
+
+
+class _Lazy(io.RawIOBase):
+    """A readable, seekable file that `opener` opens when it is first used."""
+
+    def __init__(self, opener: Callable[[], Any]):
+        self.opener, self.f = opener, None
+
+    def _file(self) -> Any:
+        if self.f is None:
+            self.f = self.opener()
+        return self.f
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._file().read(n if n is not None and n >= 0 else None) or b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file().seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file().tell()
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+        super().close()
+
+
+# A URI that went through pathlib.Path lost a slash (Path("s3://b/c") is "s3:/b/c"); no local path looks like it.
+_FOLDED_URI = re.compile(r"^([a-z][a-z0-9+.-]*):/(?!/)")
+
+
 def as_storage(out_dir: str | os.PathLike[str] | Storage) -> Storage:
-    """An output given as a path, a URI or a Storage already."""
-    return out_dir if isinstance(out_dir, Storage) else Storage(out_dir)
+    """An output given as a path, a URI (also one folded by pathlib) or a Storage already."""
+    if isinstance(out_dir, Storage):
+        return out_dir
+    location = str(out_dir)
+    if isinstance(out_dir, PurePath) and (match := _FOLDED_URI.match(location)):
+        location = f"{match.group(1)}://{location[match.end():]}"
+    return Storage(location)

@@ -1,13 +1,14 @@
 """Parquet shards, the shard log and the manifest, with exactly-once resume; the writing off the event loop.
 
-Layout of an output directory (a local path, or any URI pyarrow's filesystems accept: see storage.py):
+Layout of an output directory (a local path, an s3:// URI, or another URI pyarrow's filesystems accept: see
+storage.py and objectstore.py):
     manifest.json            config, identity, totals, one entry per run (the last RUNS_KEPT); a fixed size
     shards.jsonl             one line per finished shard: its rows' indices and stats (shardlog.py)
     failures.jsonl           one line per failed attempt at a conversation not done yet (failures.py)
     shard-00000.parquet ...  finished shards; a shard is written under a temporary name of its writer's own
                              (.shard-00000.parquet.e3-1a2b3c4d5e6f.tmp) and published under the writer's fence
                              (storage.py), so no reader globbing *.parquet ever sees a partial file
-    logs/engine.log          vLLM's own log lines
+    logs/engine.log          vLLM's own log lines (a remote output's: under the cache directory, run.py)
     .layout.json             the output's layout and corpus identity hash, recorded once (layout.py, checks.py)
 
 Resume: the finished shards are the truth, the shard log their record. On open the log is read (one file, not
@@ -54,9 +55,9 @@ from interplay.generator.output.layout import (  # noqa: F401 (re-exported: read
 )
 from interplay.generator.output.lease import LEASE_TTL_S, Lease, LeaseHeld, LeaseLost, lease_name
 from interplay.generator.output.records import SCHEMA, add_stats, empty_stats, merge_stats
-from interplay.generator.output.resume import resume, shard_entry
+from interplay.generator.output.resume import SHARD_HASH_KEY, resume, shard_entry
 from interplay.generator.output.shardlog import ShardLog
-from interplay.generator.output.storage import Fence, Storage, as_storage
+from interplay.generator.output.storage import Fence, ShardFile, Storage, StoreError, as_storage
 
 ROW_GROUP_ROWS = 1000
 CONVERT_ROWS = 16        # rows per slice of the Arrow conversion (see to_table)
@@ -71,9 +72,13 @@ def shard_names(out_dir: str | Path | Storage) -> list[str]:
     return [name for name in as_storage(out_dir).names() if SHARD_RE.match(name)]
 
 
-def shard_files(out_dir: str | Path) -> list[Path]:
-    """Local paths of all finished shards, every partition's."""
-    return [Path(out_dir) / name for name in shard_names(out_dir)]
+def shard_files(out_dir: str | Path) -> list[Path] | list[ShardFile]:
+    """All finished shards, every partition's, as pq.ParquetFile opens them: local paths, or for a remote output
+    files read at their first use."""
+    storage = as_storage(out_dir)
+    if storage.is_local:
+        return [Path(out_dir) / name for name in shard_names(storage)]
+    return [storage.source(name) for name in shard_names(storage)]
 
 
 class CorpusWriter:
@@ -97,6 +102,7 @@ class CorpusWriter:
         self._opened = self._run_started = time.time()
         self._run_stats = empty_stats()
         self.identity = identity
+        self.config_hash = config_hash
         self.run_info: dict[str, Any] = {}  # recorded with this run's summary: runtime settings, versions
         self.lease: Lease | None = None
         # A list: a shard's rows; a dict: a failure line (failures.py); None: the end.
@@ -125,8 +131,8 @@ class CorpusWriter:
     def _open(self, config: dict[str, Any], config_hash: str, overwrite: bool, ttl_s: float,
               wait_s: float) -> dict[str, Any]:
         storage = self.storage
-        try:
-            storage.makedirs()
+        try:  # reachable, writable, and able to keep one writer per partition (storage.py, objectstore.py)
+            storage.open_for_writing()
         except OSError as e:
             raise self._unwritable(e) from None
         self.own.check(storage.names(), config_hash, overwrite)  # reads only: a refused run changes nothing
@@ -171,7 +177,7 @@ class CorpusWriter:
         return OutputError(f"cannot write to output directory {self.out_dir}: {getattr(e, 'strerror', None) or e}")
 
     def _resume(self) -> DoneSet:
-        state = resume(self.storage, self.own, self.log)
+        state = resume(self.storage, self.own, self.log, self.config_hash)
         self._totals, self._num_shards, self._next_number = state.totals, state.num_shards, state.next_number
         return state.done
 
@@ -224,6 +230,9 @@ class CorpusWriter:
     def _raise_if_failed(self) -> None:
         if self._error is None:
             return
+        if isinstance(self._error, StoreError):  # the store went away mid-run: what it holds is intact
+            raise OutputError(f"{self._error}; the shards written so far are intact: rerun the same command to "
+                              "resume once the store answers") from None
         if isinstance(self._error, OutputError):
             raise self._error
         raise OutputError(f"writing to {self.out_dir} failed ({type(self._error).__name__}: {self._error}); "
@@ -246,7 +255,9 @@ class CorpusWriter:
         number, self._next_number = self._next_number, self._next_number + 1
         name = f"shard-{self.tag}-{number:05d}.parquet" if self.tag else f"shard-{number:05d}.parquet"
         try:
-            self.storage.write_table_atomic(name, to_table(batch), row_group_size=ROW_GROUP_ROWS, fence=self._fence)
+            table = to_table(batch)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), SHARD_HASH_KEY: self.config_hash})
+            self.storage.write_table_atomic(name, table, row_group_size=ROW_GROUP_ROWS, fence=self._fence)
         except FileExistsError:  # only a second writer could have put it there
             raise OutputError(f"{self.storage.path(name)} appeared while this writer held the output: another "
                               "writer is writing the same partition; stopped without writing") from None

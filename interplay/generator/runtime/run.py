@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -28,7 +27,6 @@ from interplay.generator.inputs.cards import ItemCards
 from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.inputs.retrieval import CandidateIndex
 from interplay.generator.inputs.seeds import SeedScan, scan_seeds
-from interplay.generator.output.card import remove_card, write_card
 from interplay.generator.output.records import RoleInfo, to_record
 from interplay.generator.output.writer import CorpusWriter
 from interplay.generator.runtime.identity import (
@@ -110,8 +108,6 @@ class Generation:
                                    extra=self._manifest_extra(), lease_wait_s=lease_wait_s,
                                    max_attempts=config.max_attempts)
         self.writer.run_info = {"runtime": config.runtime_settings(), "versions": versions()}
-        if overwrite:  # the corpus its card described is gone
-            remove_card(self.writer.storage)
         self.num_already_done = self.num_done
         self.scheduler: Scheduler | None = None
         self.recent = RecentFailures()
@@ -177,11 +173,15 @@ class Generation:
         return self.config.protocol
 
     def engine_log_path(self) -> Path:
-        """Where vLLM's own output goes. Logs stay on this machine: beside the corpus when it is local, else in
-        ./interplay-logs; one file per partition."""
-        local_out = self.writer.storage.local_path()
+        """Where vLLM's own output goes. Logs stay on this machine: beside the corpus when it is local, else under
+        the cache directory, named by the output (~/.cache/interplay/logs/s3-bucket-corpus-1a2b3c4d/); one file
+        per partition."""
+        from interplay.prepare import cache_dir
+
+        storage = self.writer.storage
         name = f"engine-{self.partition.tag}.log" if self.partition else "engine.log"
-        return (local_out / "logs" if local_out else Path("interplay-logs")) / name
+        local_out = storage.local_path()
+        return (local_out / "logs" if local_out else cache_dir() / "logs" / storage.slug) / name
 
     def progress_bar(self, progress: TextIO | None) -> tqdm:
         """Dialogues done of those planned, on the terminal stream `progress` (no bar if None)."""
@@ -191,7 +191,7 @@ class Generation:
     async def run(self, open_engines: OpenEngines, *, progress: TextIO | None = None) -> dict[str, Any]:
         """Generate the remaining conversations; returns the manifest. Interrupted runs write what is done."""
         if self.num_remaining == 0:
-            return self._with_card(self.writer.close(complete=True, extra=self._manifest_extra()), progress)
+            return self.writer.close(complete=True, extra=self._manifest_extra())
         cfg = self.config
         bar = self.progress_bar(progress)
         started = time.time()
@@ -228,14 +228,6 @@ class Generation:
             # Whatever happened, finished conversations are written; the corpus is complete only if every
             # requested conversation is in a shard.
             manifest = self.writer.close(complete=self.num_done == self.num_planned, extra=self._manifest_extra())
-        return self._with_card(manifest, progress)
-
-    def _with_card(self, manifest: dict[str, Any], progress: TextIO | None) -> dict[str, Any]:
-        """A complete single run gets its dataset card, written after the writer closed (output/card.py); a
-        partitioned corpus gets one from `interplay status` once every partition is complete."""
-        if manifest["status"] == "complete" and self.partition is None:
-            write_card(self.writer.storage, manifest, warn=lambda line: print(f"interplay: {line}",
-                                                                              file=progress or sys.stderr))
         return manifest
 
     def _watch_failures(self, conv: Conversation, scheduler: Scheduler) -> None:
