@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
     output = Storage(args.output, single_writer=True) if args.single_writer_i_promise else args.output
     generation = Generation(config, output, overwrite=args.overwrite,
                             **({"partition": partition} if partition else {}))
+    generation.writer.run_info["command"] = command_line(args)  # recorded per run; the dataset card shows it
     print(f"interplay: {generation.num_already_done} of {config.num_dialogues} dialogues already in "
           f"{args.output}; generating {generation.num_remaining} ({generation.scan.num_valid} usable seeds"
           + (f", skipped {generation.scan.skipped}" if generation.scan.skipped else "") + ")", file=sys.stderr)
@@ -137,6 +139,23 @@ def main(args: argparse.Namespace) -> int:
         print(f"interplay: stopped: {failure}; finished dialogues are saved, rerun the same command to resume",
               file=sys.stderr)
     return 0 if manifest["status"] == "complete" else 1
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that makes this output and resumes it, as the manifest records it for the dataset card:
+    every flag that decides what is generated where (not --overwrite or --verbose)."""
+    argv = ["interplay", "generate", "--config", args.config, "--output", str(args.output)]
+    if args.num_dialogues is not None:
+        argv += ["--num-dialogues", str(args.num_dialogues)]
+    for override in args.set:
+        argv += ["--set", override]
+    if getattr(args, "baseline", None):
+        argv += ["--baseline", args.baseline]
+    if args.partition_index is not None:
+        argv += ["--num-partitions", str(args.num_partitions), "--partition-index", str(args.partition_index)]
+    if getattr(args, "single_writer_i_promise", False):
+        argv.append("--single-writer-i-promise")
+    return shlex.join(argv)
 
 
 def zero_shot_note(config: Any) -> str | None:

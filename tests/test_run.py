@@ -273,8 +273,8 @@ def test_crash_artifacts_are_cleaned_and_counted(tmp_path: Path, make_config) ->
     assert manifest["status"] == "complete"
     assert manifest["totals"] == original["totals"]
     # .lease.lock stays (flock needs a file that is never replaced), and so does the layout record; the lease
-    # itself is released at close.
-    assert sorted(p.name for p in out.iterdir()) == [".layout.json", ".lease.lock", "manifest.json"] + [
+    # itself is released at close. The complete corpus has its dataset card (tests/test_card.py).
+    assert sorted(p.name for p in out.iterdir()) == [".layout.json", ".lease.lock", "README.md", "manifest.json"] + [
         f"shard-{i:05d}.parquet" for i in range(3)] + ["shards.jsonl"]
 
 

@@ -14,6 +14,9 @@ partition or two) is reported and counted once; conversations beyond `num_dialog
 `--num-dialogues`) are shown apart and count for nothing. Every partition must have been run with the same
 `num_dialogues`, and together they must hold each of conversations 0..num_dialogues-1. The indices go into
 bitmaps (doneset.py), so memory stays flat at a million conversations.
+
+A complete corpus, partitioned or single, gets its dataset card (README.md, generator/output/card.py) written
+again here, with the headline figures of an `interplay report` run since.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from interplay.common.partition import Partition
+from interplay.generator.output.card import CARD, write_card
 from interplay.generator.output.doneset import DoneSet
 from interplay.generator.output.failures import read_failures
 from interplay.generator.output.layout import (FORMAT, MANIFEST, PARTITION_MANIFEST_RE, OutputError, failure_log_name,
@@ -294,10 +298,12 @@ def report(out_dir: str | Path | Storage) -> tuple[bool, str]:
         lines.append(f"corpus: INCOMPLETE, {'; '.join(why)}")
         return False, "\n".join(lines)
     combined = combine(out_dir, statuses)
+    card = write_card(out_dir, combined, detail=statuses[0].manifest)  # the whole corpus's dataset card
     beyond = sum(s.num_beyond for s in statuses)
     lines.append(f"corpus: complete, {sum(s.num_done for s in statuses)} dialogues"
                  + (f" (and {beyond} beyond num_dialogues)" if beyond else "")
-                 + f" in {combined['num_shards']} shards; wrote {as_storage(out_dir).path(MANIFEST)}")
+                 + f" in {combined['num_shards']} shards; wrote {as_storage(out_dir).path(MANIFEST)}"
+                 + (f" and {CARD}" if card else ""))
     return True, "\n".join(lines)
 
 
@@ -311,6 +317,7 @@ def single_report(out_dir: str | Path | Storage) -> tuple[bool, str]:
         return False, f"single run: DAMAGED, {s.num_done} dialogues listed; " + "; ".join(s.problems)
     notes = "".join(f"; {note}" for note in s.notes())
     if s.is_complete:
+        write_card(out_dir, manifest)  # again (the run wrote it), with the figures of a report run since
         return True, f"single run: complete, {s.num_done} dialogues{notes}"
     planned = "?" if s.num_planned is None else s.num_planned
     return False, f"single run: {s.state}, {s.num_done}/{planned} dialogues{notes}"

@@ -37,6 +37,8 @@ from interplay.generator.inputs.cards import DEFAULT_MAX_CARD_CHARS
 # corpus. Each run records its own values in the manifest. An allow-list: every other key, including any added
 # later, is part of the hash.
 RUNTIME_KEYS = ("num_dialogues", "max_in_flight", "dialogues_per_shard", "cpu_threads", "max_attempts")
+# Keys that only describe the corpus (its dataset card: generator/output/card.py): left out of the hash too.
+CARD_KEYS = ("license",)
 # The same for vLLM engine arguments, in `engine` and in each role's `engine`.
 RUNTIME_ENGINE_KEYS = ("kv_cache_memory_bytes", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens",
                        "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "swap_space",
@@ -195,6 +197,9 @@ class GenerateConfig(_Strict):
         "vllm", description="CPU engines only. vllm: vLLM's own thread binding, which keeps one core free for its "
                             "scheduler process; all: the engine's threads use every core this process may run on "
                             "(split between the two engines of topology: separate)")
+    license: str | None = Field(
+        None, description="the corpus's license, as its dataset card (README.md) gives it to the Hugging Face Hub "
+                          "(a Hub license id, e.g. cc-by-4.0); default: unknown. Not part of the config hash")
 
     @model_validator(mode="after")
     def _engines(self) -> GenerateConfig:
@@ -286,9 +291,9 @@ class GenerateConfig(_Strict):
         return {**DEFAULT_SAMPLING, **getattr(self, role).sampling}
 
     def hash(self) -> str:
-        """Hash of every config key that decides which dialogues come out (all but the runtime keys). The files
-        the config names are fingerprinted by content apart (generator/runtime/identity.py)."""
-        data = self.model_dump(mode="json", exclude=set(RUNTIME_KEYS))
+        """Hash of every config key that decides which dialogues come out (all but the runtime and card keys). The
+        files the config names are fingerprinted by content apart (generator/runtime/identity.py)."""
+        data = self.model_dump(mode="json", exclude={*RUNTIME_KEYS, *CARD_KEYS})
         for engine in _engine_sections(data):
             for key in RUNTIME_ENGINE_KEYS:
                 engine.pop(key, None)

@@ -173,6 +173,10 @@ def main(args: argparse.Namespace) -> int:
     default = Path(f"{leaf}-{short_name(first)}") if "://" in first else Path(first) / leaf
     out = Path(args.output) if args.output else default
     files = write_report(corpora, out, plots=not args.no_plots)
+    if len(corpora) == 1 and "://" not in first and out.resolve() == (Path(first) / leaf).resolve():
+        from interplay.generator.output.card import refresh_card
+
+        refresh_card(first)  # the corpus's dataset card carries the figures it now has
     print(text_table(corpora))
     print(f"\nreport: {', '.join(str(f) for f in files)}", file=sys.stderr)
     return 0

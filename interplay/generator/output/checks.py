@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from interplay.generator.output.card import CARD, is_card
 from interplay.generator.output.layout import (
     LAYOUT_RECORD,
     LEASE_RE,
@@ -87,7 +88,10 @@ class Ownership:
         # it): an overwrite of one partition makes it wrong, and deletes it.
         derived = MANIFEST if self.tag is not None else None
         others = {n: m for n, m in manifests.items() if n != self.manifest_name}
-        foreign = [n for n in names if not is_interplay_name(n)]
+        # interplay's own dataset card (card.py) is no foreign file: a corpus whose manifest is gone is judged by
+        # its shards and layout record, as before it had a card
+        foreign = [n for n in names if not is_interplay_name(n)
+                   and not (n == CARD and is_card(storage.read_bytes(n)))]
         if manifest is None and not others and foreign:
             raise OutputError(f"{out} is not empty and holds no {MANIFEST} ({', '.join(foreign[:3])}): "
                               "choose an empty or new directory; --overwrite deletes only interplay's own files")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -27,6 +28,7 @@ from interplay.generator.inputs.cards import ItemCards
 from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.inputs.retrieval import CandidateIndex
 from interplay.generator.inputs.seeds import SeedScan, scan_seeds
+from interplay.generator.output.card import remove_card, write_card
 from interplay.generator.output.records import RoleInfo, to_record
 from interplay.generator.output.writer import CorpusWriter
 from interplay.generator.runtime.identity import (
@@ -108,6 +110,8 @@ class Generation:
                                    extra=self._manifest_extra(), lease_wait_s=lease_wait_s,
                                    max_attempts=config.max_attempts)
         self.writer.run_info = {"runtime": config.runtime_settings(), "versions": versions()}
+        if overwrite:  # the corpus its card described is gone
+            remove_card(self.writer.storage)
         self.num_already_done = self.num_done
         self.scheduler: Scheduler | None = None
         self.recent = RecentFailures()
@@ -191,7 +195,7 @@ class Generation:
     async def run(self, open_engines: OpenEngines, *, progress: TextIO | None = None) -> dict[str, Any]:
         """Generate the remaining conversations; returns the manifest. Interrupted runs write what is done."""
         if self.num_remaining == 0:
-            return self.writer.close(complete=True, extra=self._manifest_extra())
+            return self._with_card(self.writer.close(complete=True, extra=self._manifest_extra()), progress)
         cfg = self.config
         bar = self.progress_bar(progress)
         started = time.time()
@@ -228,6 +232,14 @@ class Generation:
             # Whatever happened, finished conversations are written; the corpus is complete only if every
             # requested conversation is in a shard.
             manifest = self.writer.close(complete=self.num_done == self.num_planned, extra=self._manifest_extra())
+        return self._with_card(manifest, progress)
+
+    def _with_card(self, manifest: dict[str, Any], progress: TextIO | None) -> dict[str, Any]:
+        """A complete single run gets its dataset card, written after the writer closed (output/card.py); a
+        partitioned corpus gets one from `interplay status` once every partition is complete."""
+        if manifest["status"] == "complete" and self.partition is None:
+            write_card(self.writer.storage, manifest, warn=lambda line: print(f"interplay: {line}",
+                                                                              file=progress or sys.stderr))
         return manifest
 
     def _watch_failures(self, conv: Conversation, scheduler: Scheduler) -> None:
