@@ -50,9 +50,6 @@ SIZES = {"full": (300, 150, 75, 15, 8, 64), "quick": (32, 12, 8, 4, 8, 32), "tin
 # fit (they end at max_turns, every suggestion rejected), so that no position in a dialogue means "accept"; the
 # recommender only from dialogues that found what the user wanted.
 TRAIN_OUTCOMES = {"user": "[accepted, max_turns]", "recommender": "[accepted]"}
-# The loss on each turn's first tokens and markers, where it accepts or turns down and names its pick, counts 4x:
-# the rest of a turn is phrasing, and without the weight a small model learns the phrasing first.
-DECISION_WEIGHT = 4
 EVAL_CORPORA = ("trained", "zero_shot", "zero_shot_candidates", "trained_user", "teacher", "baseline")
 
 
@@ -136,8 +133,7 @@ class Experiment:
                        "--base-model", self.base_model, "--prompts-from", str(served), "--overwrite",
                        "--set", f"data.outcomes={TRAIN_OUTCOMES[role]}", "--set", f"train.max_steps={self.steps}",
                        "--set", f"train.eval_steps={self.eval_steps}", "--set", "train.learning_rate=1e-3",
-                       "--set", "train.max_seq_len=768", "--set", f"train.decision_weight={DECISION_WEIGHT}"],
-                      self.path("logs", f"train-{role}.log"))
+                       "--set", "train.max_seq_len=768"], self.path("logs", f"train-{role}.log"))
         summary = json.loads((adapter / "loss.json").read_text())
         return {"steps": summary["steps"], "eval_loss_before": summary["eval"]["loss_before"],
                 "eval_loss_after": summary["eval"]["loss_after"], "eval_curve": summary["eval"].get("curve"),
