@@ -10,6 +10,7 @@ under the lease lock (storage.py, lease.py). Writers in other processes are test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from interplay.generator.output.lease import Lease
 from interplay.generator.output.storage import Storage, tmp_name, tmp_target
 from interplay.generator.output.writer import CorpusWriter, OutputError
 
@@ -157,8 +159,24 @@ def test_a_takeover_waits_for_a_publish_under_way(tmp_path, monkeypatch):
             taking[0].start()
             taking[0].join(timeout=0.5)
             assert taking[0].is_alive(), "the successor took the lease between the fence check and the publish"
+            publish(self, tmp, name, **kw)
+            published.append(name)
+            return
         publish(self, tmp, name, **kw)
+
+    @contextlib.contextmanager
+    def held_once_the_successor_took_over(self):
+        # The old writer's next fenced step (its log line) waits until the successor has the lease: otherwise which
+        # of the two gets the lock first is up to the scheduler, and on a loaded machine the old one often does.
+        if published and threading.current_thread() is not taking[0]:
+            taking[0].join(timeout=30)
+        with held(self):
+            yield
+
+    published: list[str] = []
+    held = Lease.held
     monkeypatch.setattr(Storage, "_publish", publish_while_a_successor_starts)
+    monkeypatch.setattr(Lease, "held", held_once_the_successor_took_over)
     old.add(record(0))
     old.add(record(1))
     with pytest.raises(OutputError, match="no longer holds"):
