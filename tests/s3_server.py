@@ -174,7 +174,7 @@ def open_together(argv: list[str]) -> int:
         while len(list(args.barrier.iterdir())) < args.count:
             if time.time() > deadline:
                 raise SystemExit("the other writers never arrived")
-            time.sleep(0.001)
+            time.sleep(0.005)
         print(f"met {read}", flush=True)
 
     put = S3Storage._put
