@@ -147,11 +147,12 @@ def layout_refusal(storage: Storage, mine: int | None, record: dict[str, Any] | 
 
 
 def clear_partitions(out_dir: str | Path | Storage, count: int) -> list[str]:
-    """Delete the shards and manifests of every partition of a `count`-partition run, the combined manifest and
-    the layout record: what `--ray --overwrite` replaces (its workers record the layout again). Takes every
+    """Delete the shards and manifests of every partition of a `count`-partition run, the combined manifest, its
+    dataset card and the layout record: what `--ray --overwrite` replaces (its workers record the layout again). Takes every
     partition's lease first, so it is refused while any partition is being written, and refused for an output of
     another layout. A single run's manifest.json is never deleted. Returns the names deleted."""
     from interplay.common.partition import Partition
+    from interplay.generator.output.card import CARD, is_card  # card.py reads this module's names
 
     storage = as_storage(out_dir)
     tags = {Partition(i, count).tag for i in range(count)}
@@ -171,6 +172,8 @@ def clear_partitions(out_dir: str | Path | Storage, count: int) -> list[str]:
         doomed = [n for n in names if (m := corpus_file(tmp_target(n) or n)) and m.group(1) in tags]
         if MANIFEST in names and is_combined(read_json(storage, MANIFEST)):
             doomed.append(MANIFEST)
+        if CARD in names and is_card(storage.read_bytes(CARD)):  # it describes the corpus being replaced
+            doomed.append(CARD)
         if LAYOUT_RECORD in names:
             doomed.append(LAYOUT_RECORD)
         # manifests last (they name the config), the layout record after them
