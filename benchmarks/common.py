@@ -196,6 +196,7 @@ class RecordingClient:
         self.inner, self.log = inner, log
         self.role, self.max_model_len, self.max_tokens = inner.role, inner.max_model_len, inner.max_tokens
         self.model = getattr(inner, "model", None)
+        self.kv_cache_tokens = getattr(inner, "kv_cache_tokens", None)  # the scheduler's admission cap reads it
 
     def render(self, messages: list[dict[str, str]], cache: Any = None) -> list[int]:
         return self.inner.render(messages, cache)

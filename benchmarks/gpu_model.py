@@ -18,10 +18,16 @@ not computed and cost nothing. Below the knee a decode step is bound by reading 
 batch; above it, by compute and by reading each sequence's KV cache, which grow with the batch. Attention cost
 is not a separate term: it is folded into `decode_s_per_seq`, calibrated on prompts of a few hundred tokens.
 
-Prefix cache: KV blocks of 16 tokens, identified by a hash chain over the prompt's ids as vLLM's are. A block is
-held either by a running request (its prompt and output, reserved on admission: vLLM preempts instead, which
-this does not model) or by the prefix cache, which keeps finished prompts' blocks and evicts the least recently
-used when space is needed. A request's cached prefix is its leading blocks found in the cache.
+KV cache, as vLLM's KV cache manager keeps it (vllm/v1/core/kv_cache_manager.py, block_pool.py): blocks of 16
+tokens; a prompt's full blocks are named by a hash chain over its ids. A running request holds its prompt's
+blocks, shared with every other request that holds the same ones (a common prefix is stored once), and blocks
+of its own for its prompt's partial last block and its output, all reserved on admission (vLLM reserves the
+prompt and preempts a running request when an output block is missing; this does not model preemption). A
+request's cached prefix is its leading blocks found held or cached, up to its prompt's length less one token.
+When no request holds a hashed block any more it stays cached, and cached blocks are evicted first freed,
+first evicted; a request's blocks are freed tail first, so a prompt loses its tail before its head. Output
+blocks are not hashed here (their token ids are not known), so a turn's reply is computed again as part of the
+next prompt of its role, where vLLM would find it cached: the same for every variant.
 """
 
 from __future__ import annotations
@@ -104,6 +110,14 @@ class EngineStats:
     cached_tokens: int = 0
     busy_s: float = 0.0  # virtual seconds spent in steps
     seq_steps: int = 0   # sum over steps of the batch size, for the mean batch
+    # busy_s by term of the step cost: the decode floor, the decode cost per sequence above the knee, prefill
+    floor_s: float = 0.0
+    per_seq_s: float = 0.0
+    prefill_s: float = 0.0
+    prefill_tokens: int = 0  # prompt tokens computed (not found in the prefix cache)
+    evicted_blocks: int = 0
+    held_block_s: float = 0.0    # blocks held by running requests x virtual seconds, for the mean occupancy
+    cached_block_s: float = 0.0  # blocks only in the prefix cache x virtual seconds
 
 
 class SimEngine:
@@ -118,9 +132,10 @@ class SimEngine:
         self._prefilling: list[SimRequest] = []
         self._decoding: list[tuple[int, int, SimRequest]] = []  # heap of (finishing step, order, request)
         self._order = itertools.count()
-        self._cache: OrderedDict[int, None] = OrderedDict()  # prefix cache, least recently used first
-        self._num_blocks = self.gpu.kv_cache_tokens // BLOCK
-        self._used_blocks = 0  # held by running requests
+        self.num_blocks = self.gpu.kv_cache_tokens // BLOCK
+        self._held: dict[int, int] = {}  # hashed blocks running requests hold: their number of holders
+        self._num_private = 0  # blocks one running request holds unhashed: its prompt's partial last block, output
+        self._cached: OrderedDict[int, None] = OrderedDict()  # hashed blocks nobody holds, first freed first
         self._wake = asyncio.Event()
         self._num_submitted = 0
 
@@ -129,7 +144,7 @@ class SimEngine:
         num_output = max(int(num_output), 1)
         request = SimRequest(len(prompt), num_output, block_hashes(prompt), asyncio.get_running_loop().create_future())
         request.num_blocks = -(-(len(prompt) + num_output) // BLOCK)
-        if request.num_blocks > self._num_blocks:
+        if request.num_blocks > self.num_blocks:
             raise ValueError(f"a request of {len(prompt) + num_output} tokens does not fit the KV cache")
         self._waiting.append(request)
         self._num_submitted += 1
@@ -181,22 +196,42 @@ class SimEngine:
         self.now += seconds
         s = self.stats
         s.num_steps, s.busy_s, s.seq_steps = step + 1, s.busy_s + seconds, s.seq_steps + num_seqs
+        per_seq = self.gpu.decode_s_per_seq * max(num_seqs - self.gpu.knee_seqs, 0)
+        s.floor_s += self.gpu.decode_floor_s
+        s.per_seq_s += per_seq
+        s.prefill_s += seconds - self.gpu.decode_floor_s - per_seq
+        s.prefill_tokens += num_prefill
+        s.held_block_s += (len(self._held) + self._num_private) * seconds
+        s.cached_block_s += len(self._cached) * seconds
         while self._decoding and self._decoding[0][0] <= step:
             self._finish(heapq.heappop(self._decoding)[2])
 
     def _admit(self, request: SimRequest) -> bool:
-        """Reserve the request's blocks and look its prompt up in the prefix cache; False if it does not fit."""
-        if self._used_blocks + request.num_blocks > self._num_blocks:
-            return False
+        """Take the request's blocks, sharing those already in the KV cache; False if they do not fit.
+
+        As vLLM's KV cache manager does (vllm/v1/core/kv_cache_manager.py, allocate_slots; block_pool.py): a block
+        that a running request holds is shared, not counted again; a block found in the prefix cache is taken out
+        of it (it stays cached, and is held); only blocks not found anywhere are new. The prompt's full blocks are
+        hashed as they are computed, so the next request with the same prefix finds them even while this one runs.
+        """
+        limit = (request.prompt_len - 1) // BLOCK  # vLLM looks up num_tokens - 1: the last token is computed
         num_hit = 0
-        for h in request.hashes:
-            if h not in self._cache:
+        for h in request.hashes[:limit]:
+            if h not in self._held and h not in self._cached:
                 break
-            self._cache.move_to_end(h)
             num_hit += 1
-        self._used_blocks += request.num_blocks
-        self._evict()
-        request.num_cached = min(num_hit * BLOCK, request.prompt_len - 1)  # the last prompt token is always computed
+        num_private = request.num_blocks - len(request.hashes)
+        cost = sum(h not in self._held for h in request.hashes) + num_private
+        if cost > self.num_blocks - len(self._held) - self._num_private:  # cached blocks can be evicted
+            return False
+        for h in request.hashes:
+            self._held[h] = self._held.get(h, 0) + 1
+            self._cached.pop(h, None)
+        self._num_private += num_private
+        while len(self._cached) > self.num_blocks - len(self._held) - self._num_private:
+            self._cached.popitem(last=False)
+            self.stats.evicted_blocks += 1
+        request.num_cached = num_hit * BLOCK
         request.num_to_prefill = request.prompt_len - request.num_cached
         return True
 
@@ -205,11 +240,14 @@ class SimEngine:
         heapq.heappush(self._decoding, (step + request.num_output - 1, next(self._order), request))
 
     def _finish(self, request: SimRequest) -> None:
-        self._used_blocks -= request.num_blocks
-        for h in request.hashes:
-            self._cache[h] = None
-            self._cache.move_to_end(h)
-        self._evict()
+        # Freed tail first, as vLLM frees a request's blocks, so the prompt's tail is evicted before its head:
+        # a hash chain evicted from the head would leave its tail cached but never found.
+        for h in reversed(request.hashes):
+            self._held[h] -= 1
+            if not self._held[h]:
+                del self._held[h]
+                self._cached[h] = None
+        self._num_private -= request.num_blocks - len(request.hashes)
         s = self.stats
         s.num_requests += 1
         s.output_tokens += request.num_output
@@ -217,7 +255,3 @@ class SimEngine:
         s.cached_tokens += request.num_cached
         if not request.future.done():
             request.future.set_result(None)
-
-    def _evict(self) -> None:
-        while self._cache and len(self._cache) > self._num_blocks - self._used_blocks:
-            self._cache.popitem(last=False)

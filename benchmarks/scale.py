@@ -14,7 +14,8 @@ Two runs, each in processes of its own so each peak RSS is its own:
   manifest's size. Its stall and RSS figures are measured the same way.
 With --parallel the two runs go side by side (one core each; each run is one thread plus the writer thread).
 
-Then the simulated GPU shape (benchmarks/gpu_sim.py) at 1024 and 4096 in flight, unless --skip-gpu-sim.
+Then the simulated GPU's table (benchmarks/gpu_sim.py: 64 to 4096 in flight, three reply-length spreads), unless
+--skip-gpu-sim.
 The last stdout line is one JSON object (see README: "A million dialogues"); results go to benchmarks/results/.
 """
 
@@ -224,9 +225,8 @@ def summary(n: int, scale: dict[str, Any], gpu: dict[str, Any] | None) -> dict[s
         "resume_first_turn_s": scale["resume_first_turn_s"], "status_s": scale["status_s"],
         "manifest_bytes": scale["manifest_bytes"], "shard_log_bytes": scale["shard_log_bytes"],
         "simulated_gpu": None if gpu is None else {
-            "simulation": gpu["simulation"],
-            **{n: {k: r[k] for k in ("a_over_b", "a_over_d", "d_over_b")} for n, r in gpu["by_max_in_flight"].items()},
-            "by_spread_at_4096": gpu["by_spread"]},
+            "simulation": gpu["simulation"], "by_max_in_flight": gpu["by_max_in_flight"],
+            "targets_met": {name: t["met"] for name, t in gpu["targets"].items()}},
     }
 
 
@@ -305,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_gpu_sim:
         from benchmarks.gpu_sim import simulated_gpu
 
-        log("simulated GPU shape (benchmarks/gpu_sim.py): 1024 and 4096 in flight, three reply-length spreads")
-        gpu = simulated_gpu(max_in_flight=(1024, 4096), tokenizer=args.tokenizer)
+        log("simulated GPU (benchmarks/gpu_sim.py): 64 to 4096 in flight, three reply-length spreads")
+        gpu = simulated_gpu(tokenizer=args.tokenizer)
     result = {**summary(args.dialogues, scale, gpu), "max_in_flight": args.max_in_flight}
     result["targets"] = targets(result, scale["runs"]["1000"]["wall_s"])
     out = {"scale": scale, "machine": host, "command": "python -m benchmarks.scale " + " ".join(argv or sys.argv[1:])}

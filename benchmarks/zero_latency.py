@@ -21,6 +21,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from benchmarks.gpu_model import GpuModel
 from interplay.generator.dialogue.conversation import Completion
 from interplay.generator.dialogue.rendering import PromptCache, PromptRenderer
 
@@ -109,12 +110,14 @@ def canned_replies(titles: Sequence[str], tokenizer: Any, *, accept: str = "[ACC
 
 class ZeroLatencyClient:
     """RoleClient answering at once; one `await asyncio.sleep(0)` per turn lets the other workers run, as an
-    engine's await does."""
+    engine's await does. It reports the simulated H100's KV cache (gpu_model.py), as vLLM reports its own, so that
+    the scheduler's admission cap does its bookkeeping here as on a GPU."""
 
     def __init__(self, role: str, tokenizer: Any, replies: Sequence[tuple[str, int]], *, max_model_len: int,
                  max_tokens: int, model: str = "zero-latency-fake"):
         self.role, self.tokenizer, self.replies = role, tokenizer, list(replies)
         self.max_model_len, self.max_tokens, self.model = max_model_len, max_tokens, model
+        self.kv_cache_tokens = GpuModel().kv_cache_tokens
         self.num_calls = 0
 
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:

@@ -4,6 +4,7 @@ a virtual clock; the simulated comparison (benchmarks/gpu_sim.py) runs end to en
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not part of the installed packag
 
 from benchmarks.gpu_model import BLOCK, GpuModel, SimEngine  # noqa: E402
 from benchmarks.gpu_sim import reply_lengths, simulated_gpu  # noqa: E402
+from benchmarks.scale import summary  # noqa: E402
 
 GPU = GpuModel(decode_floor_s=0.01, knee_seqs=4, decode_s_per_seq=0.001, prefill_s_per_token=0.0001,
                max_num_seqs=8, max_num_batched_tokens=64, kv_cache_tokens=4096)
@@ -59,6 +61,27 @@ def test_a_repeated_prefix_is_cached_and_costs_nothing() -> None:
     assert engine.now == pytest.approx(3 * 0.01 + (100 + 103 - 96) * 0.0001)  # 64 + 36 tokens, then 7
 
 
+def test_a_prefix_that_running_requests_share_is_held_once() -> None:
+    # 80-token prompts sharing their first 64 tokens, 10 output tokens: 6 blocks each, 4 of them shared. Two
+    # copies (12 blocks) would not fit 8 blocks; as vLLM shares them (8 blocks) both run at once, and the second
+    # finds the first's blocks, hashed as they are computed.
+    roomy = GpuModel(**{**GPU.describe(), "max_num_batched_tokens": 512, "kv_cache_tokens": 8 * BLOCK})
+    shared = list(range(64))
+    engine, results = run(roomy, [(shared + [100] * 16, 10), (shared + [200] * 16, 10)])
+    assert results == [(80, 0), (80, 64)]
+    assert engine.stats.num_steps == 10  # together: one step of prefill and the first token, nine of decode
+
+
+def test_a_finished_prompt_is_evicted_tail_first() -> None:
+    # As vLLM frees a request's blocks (tail first), the head of a cached prompt outlives its tail, so what is
+    # left of it is still a prefix that the next turn finds.
+    small = GpuModel(**{**GPU.describe(), "kv_cache_tokens": 6 * BLOCK})
+    history = list(range(64))  # 4 full blocks, cached once its request is done
+    other = list(range(1000, 1040))  # needs 3 blocks: one of the history's 4 cached blocks is evicted
+    engine, results = run(small, [(history, 1), (other, 1), (history + [7] * 10, 1)], sequential=True)
+    assert results[2] == (74, 3 * BLOCK)  # the first three blocks; evicted head first, it would be none
+
+
 def test_batches_respect_max_num_seqs_and_the_kv_cache() -> None:
     engine, _ = run(GPU, [([k] * 20, 10) for k in range(20)])
     assert engine.stats.num_requests == 20
@@ -83,17 +106,33 @@ def test_reply_lengths_have_the_wanted_mean_and_spread_after_the_clip() -> None:
     assert sorted(reply_lengths(counts, 54, 0.35, 64)) == reply_lengths(counts, 54, 0.35, 64)  # order kept
 
 
-def test_simulated_gpu_compares_the_three_variants(tmp_path: Path, make_config) -> None:
+def test_simulated_gpu_compares_the_three_variants_and_d_bounds_both(tmp_path: Path, make_config) -> None:
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(make_config().model_dump(mode="json")))
-    out = simulated_gpu([4, 8], 16, spreads=(0.0,), config_path=str(config_file), tokenizer="simple")
+    # A KV cache of 3,000 tokens holds the histories of fewer than 16 of these conversations: waves evict them,
+    # and (a) runs under its admission cap. (d) replays (a)'s requests on a cache that never evicts.
+    tight = GpuModel(kv_cache_tokens=3_000)
+    out = simulated_gpu([4, 16], 32, spreads=(0.0, 0.5), config_path=str(config_file), tokenizer="simple", gpu=tight)
     assert "SIMULATION" in out["simulation"]
-    assert set(out["by_max_in_flight"]) == {"4", "8"}
-    assert [p["spread"] for p in out["by_spread"]] == [0.0, out["spread"]]
+    assert {m: set(by_spread) for m, by_spread in out["by_max_in_flight"].items()} == {"4": {"0.0", "0.5"},
+                                                                                        "16": {"0.0", "0.5"}}
     for r in out["runs"]:
         a, b, d = (r["variants"][k] for k in ("a_interleaved", "b_waves", "d_replay"))
         assert a["num_requests"] == d["num_requests"] and a["output_tokens"] == d["output_tokens"]  # (d) replays (a)
-        assert a["output_tok_per_s"] > 0 and b["output_tok_per_s"] > 0
+        assert a["output_tokens"] == b["output_tokens"]  # the same conversations
         assert r["a_over_d"] == round(a["output_tok_per_s"] / d["output_tok_per_s"], 3)
-    assert out["a_over_b"] == out["by_max_in_flight"]["8"]["a_over_b"]
+        assert r["d_over_b"] >= 1.0 and r["a_over_d"] <= 1.0  # a bound on both
+        assert d["evicted_blocks"] == 0
+        assert a["in_flight_cap"] <= r["max_in_flight"]
+        assert out["by_max_in_flight"][str(r["max_in_flight"])][str(r["spread"])]["a_over_b"] == r["a_over_b"]
+    at_16 = [r for r in out["runs"] if r["max_in_flight"] == 16]
+    assert all(r["variants"]["b_waves"]["evicted_blocks"] > 0 for r in at_16)  # where the bound is tested
+    assert all(a["in_flight_cap"] < 16 for a in (r["variants"]["a_interleaved"] for r in at_16))
     assert all(isinstance(t["met"], bool) for t in out["targets"].values())
+    # `make bench-scale`'s result line carries the whole table.
+    run = {"max_loop_stall_ms": 1.0, "peak_rss_mb": {"1": 1.0}, "turns_per_s": 1.0, "wall_s": 1.0}
+    figures = {"runs": {"1000": run, "50": {"killed_run": run, "rerun": run}}, "resume_first_turn_s": 1.0,
+               "status_s": 1.0, "manifest_bytes": 1, "shard_log_bytes": 1}
+    line = json.loads(json.dumps(summary(1, figures, out)))["simulated_gpu"]
+    assert line["by_max_in_flight"] == out["by_max_in_flight"] and "SIMULATION" in line["simulation"]
+    assert set(line["targets_met"]) == set(out["targets"])
