@@ -241,10 +241,9 @@ class DialogueProtocol:
               wanted: Mapping[str, Sequence[str]]) -> str:
         if target in item_ids:
             return TARGET_SUGGESTED_NOTE.format(item=self.item, target=name)
-        if self.suggests_retrieved and len(item_ids) == 1 and not self._missing(item_ids[0], wanted) \
-                and self.catalog.get(item_ids[0]) is not None:
-            return FITS_NOTE.format(item=self.item)
         lacking = self._missing(item_ids[0], wanted)
+        if self.suggests_retrieved and len(item_ids) == 1 and not lacking and self.catalog.get(item_ids[0]) is not None:
+            return FITS_NOTE.format(item=self.item)
         if lacking:
             return REJECT_REASON_NOTE.format(item=self.item, wanted=format_attributes(lacking))
         return OTHER_SUGGESTED_NOTE.format(item=self.item)
