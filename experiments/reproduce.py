@@ -50,6 +50,8 @@ SIZES = {"full": (300, 150, 75, 15, 8, 64), "quick": (32, 12, 8, 4, 8, 32), "tin
 # fit (they end at max_turns, every suggestion rejected), so that no position in a dialogue means "accept"; the
 # recommender only from dialogues that found what the user wanted.
 TRAIN_OUTCOMES = {"user": "[accepted, max_turns]", "recommender": "[accepted]"}
+# train.decision_weight: the loss on each turn's first tokens and markers (where it decides) counts this many times.
+DECISION_WEIGHT = 4
 EVAL_CORPORA = ("trained", "zero_shot", "zero_shot_candidates", "trained_user", "teacher", "baseline")
 
 
@@ -75,7 +77,8 @@ class Experiment:
         self.out, self.size, self.corpora = out, size, tuple(corpora)
         (self.num_teacher, self.num_eval, self.steps, self.eval_steps, self.max_turns,
          self.in_flight) = SIZES[size]
-        for name, value in overrides.items():  # --teacher, --eval, --steps
+        self.decision_weight = DECISION_WEIGHT
+        for name, value in overrides.items():  # --teacher, --eval, --steps, --decision-weight
             if value is not None:
                 setattr(self, name, value)
         from interplay.prepare import default_model_dir, prepare_seeds
@@ -136,11 +139,13 @@ class Experiment:
                        "--base-model", self.base_model, "--prompts-from", str(served), "--overwrite",
                        "--set", f"data.outcomes={outcomes}", "--set", f"train.max_steps={self.steps}",
                        "--set", f"train.eval_steps={self.eval_steps}", "--set", "train.learning_rate=1e-3",
-                       "--set", "train.max_seq_len=768"], self.path("logs", f"train-{role}.log"))
+                       "--set", "train.max_seq_len=768", "--set", f"train.decision_weight={self.decision_weight}"],
+                      self.path("logs", f"train-{role}.log"))
         summary = json.loads((adapter / "loss.json").read_text())
         return {"steps": summary["steps"], "eval_loss_before": summary["eval"]["loss_before"],
                 "eval_loss_after": summary["eval"]["loss_after"], "eval_curve": summary["eval"].get("curve"),
-                "seconds_per_step": summary["seconds_per_step"], "num_train_examples": summary["num_train_examples"]}
+                "seconds_per_step": summary["seconds_per_step"], "num_train_examples": summary["num_train_examples"],
+                "decision_weight": summary.get("decision_weight", 1.0)}
 
     def merge(self, role: str) -> str:
         merged = self.path("merged", role)
@@ -200,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", type=int, metavar="N", help=f"teacher dialogues to train on (full: {full[0]})")
     parser.add_argument("--eval", type=int, metavar="N", help=f"dialogues per evaluation corpus (full: {full[1]})")
     parser.add_argument("--steps", type=int, metavar="N", help=f"training steps per role (full: {full[2]})")
+    parser.add_argument("--decision-weight", type=float, metavar="W",
+                        help=f"train.decision_weight of both roles (default {DECISION_WEIGHT})")
     parser.add_argument("--corpora", default=",".join(EVAL_CORPORA), metavar="NAME,...",
                         help="the evaluation corpora to make and report (default: all of them)")
     args = parser.parse_args(argv)
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--corpora: names among {', '.join(EVAL_CORPORA)}, not {args.corpora!r}")
     name = "tiny" if args.tiny else "quick" if args.quick or os.environ.get("REPRODUCE_QUICK") == "1" else "full"
     result = Experiment(Path(args.out), name, corpora, num_teacher=args.teacher, num_eval=args.eval,
-                        steps=args.steps).run()
+                        steps=args.steps, decision_weight=args.decision_weight).run()
     (Path(args.out) / "result.json").write_text(json.dumps(result, indent=2) + "\n")  # what experiments.ship reads
     print(json.dumps(result))
     return 0

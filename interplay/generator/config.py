@@ -105,6 +105,10 @@ class UserConfig(RoleConfig):
                            "the same cards; the catalog needs attributes")
     max_card_chars: int = Field(DEFAULT_MAX_CARD_CHARS, ge=20,
                                 description="longer cards are cut (the run says how many)")
+    card_fit: bool = Field(
+        False, description="each card the user simulator reads also says whether the item fits its target "
+                           "attributes, and what it lacks if not (the report's rule; inputs/cards.py); needs "
+                           "item_cards")
     constrain_replies: bool | None = Field(
         None, description="reference only: each reply must say what the protocol asks (vLLM structured outputs): "
                           "the opening names a wanted attribute value, a rejection names a wanted value the "
@@ -233,6 +237,8 @@ class GenerateConfig(_Strict):
         if self.protocol == "reference_free" and self.recommender.suggest_from is not None:
             raise ValueError("recommender.suggest_from: only for protocol: reference; a reference-free recommender "
                              "picks from its candidates itself")
+        if self.user.card_fit and not self.user.item_cards:
+            raise ValueError("user.card_fit: says whether each item card fits, so it needs user.item_cards: true")
         if self.protocol == "reference" and self.num_candidates < 1:
             raise ValueError("recommender.num_candidates: the reference protocol shows the target among the "
                              "candidates, so it needs at least 1")

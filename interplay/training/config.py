@@ -66,6 +66,8 @@ class PromptSettings(_Strict):
     item_cards: bool = Field(False, description="the user simulator is served with item cards (user.item_cards): "
                                                 "its examples show the same cards, and candidate lists show cards")
     max_card_chars: int = Field(DEFAULT_MAX_CARD_CHARS, ge=20, description="user.max_card_chars of the serving config")
+    card_fit: bool = Field(False, description="the user simulator's cards say whether each item fits its target "
+                                              "attributes (user.card_fit); its examples show the same")
     catalog: str | None = Field(None, description="the catalog those candidates and cards come from")
 
     @model_validator(mode="after")
@@ -73,6 +75,8 @@ class PromptSettings(_Strict):
         for key in ("num_candidates", "item_cards"):
             if getattr(self, key) and not self.catalog:
                 raise ValueError(f"prompts.catalog: required with prompts.{key} (the catalog the served roles read)")
+        if self.card_fit and not self.item_cards:
+            raise ValueError("prompts.card_fit: needs prompts.item_cards (it is said on the cards)")
         return self
 
     @field_validator("user_system_prompt", "recommender_system_prompt")
@@ -167,6 +171,8 @@ def prompts_from_generation_config(path: str | Path) -> dict[str, Any]:
         out["item_cards"] = True
         if user.get("max_card_chars") is not None:
             out["max_card_chars"] = user["max_card_chars"]
+        if user.get("card_fit"):
+            out["card_fit"] = True
     if "num_candidates" in out or "item_cards" in out:
         seeds = raw.get("seeds") or {}
         if seeds.get("source", "movielens") == "file":

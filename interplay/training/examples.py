@@ -77,7 +77,7 @@ def item_cards(prompts: PromptSettings) -> ItemCards | None:
     if not ItemCards.has_attributes(catalog):
         raise TrainingInputError(f"prompts.item_cards: the catalog {prompts.catalog} has no attributes to show on a "
                                  "card; give its items attributes (genres, ...) or serve without item cards")
-    return ItemCards(catalog, prompts.max_card_chars)
+    return ItemCards(catalog, prompts.max_card_chars, prompts.card_fit)
 
 
 def candidate_view(prompts: PromptSettings, cards: ItemCards | None = None) -> RetrievedCandidates | None:
@@ -111,7 +111,7 @@ def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings, candidates
     if marker and history[-1][0] == "user":
         speaker, text = history[-1]
         history[-1] = (speaker, f"{text} {marker}" if text else marker)
-    history = user_history(history, cards)
+    history = user_history(history, cards, wanted=dialogue.target_attributes)
     system = user_system_prompt(dialogue.preference_summary, dialogue.target_attributes, item=prompts.item_noun,
                                 accept_marker=prompts.accept_marker, quit_marker=prompts.quit_marker,
                                 template=prompts.user_system_prompt)

@@ -84,17 +84,19 @@ def recommender_history(history: Sequence[tuple[str, str]], shown: Sequence[Sequ
 
 
 def user_history(history: Sequence[tuple[str, str]], cards: ItemCards | None,
-                 named: Sequence[Sequence[str]] | None = None) -> list[tuple[str, str]]:
+                 named: Sequence[Sequence[str]] | None = None,
+                 wanted: Mapping[str, Sequence[str]] | None = None) -> list[tuple[str, str]]:
     """The dialogue as a reference-free user simulator sees it: each recommender message followed by the cards
     of the items it names. `named`: the items each recommender turn grounded to (the generator's turns), else
-    grounded here from the text, as training does; the same rule gives the same items."""
+    grounded here from the text, as training does; the same rule gives the same items. `wanted`: the
+    simulator's target attributes, which cards made with `fit` compare each item with."""
     if cards is None:
         return list(history)
     view, k = [], 0
     for speaker, text in history:
         if speaker == "recommender":
             ids = named[k] if named is not None else cards.catalog.ground(text)
-            text, k = text + cards.note(ids), k + 1
+            text, k = text + cards.note(ids, wanted), k + 1
         view.append((speaker, text))
     return view
 
@@ -143,7 +145,8 @@ class DialogueProtocol:
         self.accept_marker = conv.accept_marker
         self._markers = {"accept_marker": conv.accept_marker, "quit_marker": conv.quit_marker}
         self._user_template = config.user.system_prompt
-        self.cards = ItemCards(catalog, config.user.max_card_chars) if config.user.item_cards else None
+        self.cards = ItemCards(catalog, config.user.max_card_chars, config.user.card_fit) \
+            if config.user.item_cards else None
         self._recommender_system = recommender_system_prompt(
             item=self.item, template=config.recommender.system_prompt, with_candidates=self.num_candidates > 0)
         # The user opens and each recommender turn suggests one shortlisted item; the target's suggestion needs a
@@ -215,7 +218,7 @@ class DialogueProtocol:
 
     def _user_view(self, conv: Conversation) -> list[tuple[str, str]]:
         named = [t.item_ids for t in conv.turns if t.role == "recommender"]
-        view = user_history(conv.history, self.cards, named)
+        view = user_history(conv.history, self.cards, named, conv.seed.target_attributes)
         if not self.is_reference:
             return view
         # The teacher's notes follow the cards: whether each suggestion is the target, and if not, what it misses.

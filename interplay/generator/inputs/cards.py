@@ -8,12 +8,25 @@ card of every catalog item that message names; the recommender's candidate lists
 model does not know what "Jackie Brown (1997)" is; with its card it can tell whether it fits what it wants, as a
 large model could not for a catalog of items it has never heard of. Cards describe the suggested items, never the
 target, so the reference-free prompts hold nothing of the target.
+
+With `user.card_fit` each card the user simulator reads also says whether the item fits what the simulator was
+told it wants (its target attributes, never the target), by the rule the report's decision figures use
+(common/attributes.py), and what it lacks if not:
+
+    (Jackie Brown (1997): Crime, Drama, Thriller; 1990s. Fits what you want.)
+    (Toy Story (1995): Animation, Children, Comedy; 1990s. Lacks what you want: Crime.)
+
+A 135M model trained on cards alone accepted fitting and non-fitting suggestions alike (32% against 30%,
+docs/reproduce.md): comparing a card's values with a wish stated at the top of a long prompt is more than it
+learns in 75 steps. A real interface often does this comparison for its user ("matches your filters"); here it
+makes the decision local to the card, so the trained simulator learns when to accept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from interplay.common.attributes import missing
 from interplay.generator.inputs.catalog import Catalog
 from interplay.generator.inputs.items import Item
 
@@ -31,10 +44,11 @@ def cut(text: str, max_chars: int) -> str:
 
 
 class ItemCards:
-    """The catalog's cards, cut at `max_chars` characters."""
+    """The catalog's cards, cut at `max_chars` characters; with `fit`, the user simulator's cards say whether the
+    item fits what it wants."""
 
-    def __init__(self, catalog: Catalog, max_chars: int = DEFAULT_MAX_CARD_CHARS):
-        self.catalog, self.max_chars = catalog, max_chars
+    def __init__(self, catalog: Catalog, max_chars: int = DEFAULT_MAX_CARD_CHARS, fit: bool = False):
+        self.catalog, self.max_chars, self.fit = catalog, max_chars, fit
 
     @staticmethod
     def has_attributes(catalog: Catalog) -> bool:
@@ -49,10 +63,21 @@ class ItemCards:
         """Catalog items whose card is longer than max_chars (reported once per run)."""
         return sum(len(card_text(item)) > self.max_chars for item in self.catalog)
 
-    def note(self, item_ids: Sequence[str]) -> str:
-        """What follows a recommender message in the user simulator's view: one card per named item."""
-        cards = [f"({self.card(i)})" for i in list(dict.fromkeys(item_ids))[:MAX_CARDS_PER_TURN]]
+    def note(self, item_ids: Sequence[str], wanted: Mapping[str, Sequence[str]] | None = None) -> str:
+        """What follows a recommender message in the user simulator's view: one card per named item, each saying
+        whether it fits `wanted` (the simulator's target attributes) when the cards are made with `fit`."""
+        named = list(dict.fromkeys(item_ids))[:MAX_CARDS_PER_TURN]
+        cards = [f"({self.card(i)}{self._fit(i, wanted)})" for i in named]
         return "\n\n" + "\n".join(cards) if cards else ""
+
+    def _fit(self, item_id: str, wanted: Mapping[str, Sequence[str]] | None) -> str:
+        item = self.catalog.get(item_id)
+        if not self.fit or not wanted or item is None:
+            return ""
+        lacking = missing(item.attributes, wanted)
+        if not lacking:
+            return ". Fits what you want."
+        return ". Lacks what you want: " + ", ".join(v for values in lacking.values() for v in values) + "."
 
     def labels(self, item_ids: Sequence[str]) -> list[str]:
         """The recommender's candidate list entries."""
