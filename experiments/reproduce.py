@@ -50,7 +50,8 @@ SIZES = {"full": (300, 150, 75, 15, 8, 64), "quick": (32, 12, 8, 4, 8, 32), "tin
 # fit (they end at max_turns, every suggestion rejected), so that no position in a dialogue means "accept"; the
 # recommender only from dialogues that found what the user wanted.
 TRAIN_OUTCOMES = {"user": "[accepted, max_turns]", "recommender": "[accepted]"}
-# train.decision_weight: the loss on each turn's first tokens and markers (where it decides) counts this many times.
+# train.decision_weight of the user simulator: the loss on each turn's first tokens and its markers, where it accepts
+# or rejects, counts this many times. The recommender's choice is held by its candidates; it trains unweighted.
 DECISION_WEIGHT = 4
 EVAL_CORPORA = ("trained", "zero_shot", "zero_shot_candidates", "trained_user", "teacher", "baseline")
 
@@ -133,13 +134,14 @@ class Experiment:
         # The smallest size only tests the pipeline: its 4 teacher dialogues of 4 turns give the user one reply to
         # a suggestion, and may accept nothing, which would leave the recommender nothing to train on.
         outcomes = "[accepted, max_turns]" if self.size == "tiny" else TRAIN_OUTCOMES[role]
+        weight = self.decision_weight if role == "user" else 1
         if not (adapter / "loss.json").is_file():
-            log(f"train {role}: {self.steps} steps on the teacher's dialogues ({outcomes})")
+            log(f"train {role}: {self.steps} steps on the teacher's dialogues ({outcomes}, decision weight {weight})")
             interplay(["train", "--role", role, "--data", str(teacher), "--output", str(adapter),
                        "--base-model", self.base_model, "--prompts-from", str(served), "--overwrite",
                        "--set", f"data.outcomes={outcomes}", "--set", f"train.max_steps={self.steps}",
                        "--set", f"train.eval_steps={self.eval_steps}", "--set", "train.learning_rate=1e-3",
-                       "--set", "train.max_seq_len=768", "--set", f"train.decision_weight={self.decision_weight}"],
+                       "--set", "train.max_seq_len=768", "--set", f"train.decision_weight={weight}"],
                       self.path("logs", f"train-{role}.log"))
         summary = json.loads((adapter / "loss.json").read_text())
         return {"steps": summary["steps"], "eval_loss_before": summary["eval"]["loss_before"],
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval", type=int, metavar="N", help=f"dialogues per evaluation corpus (full: {full[1]})")
     parser.add_argument("--steps", type=int, metavar="N", help=f"training steps per role (full: {full[2]})")
     parser.add_argument("--decision-weight", type=float, metavar="W",
-                        help=f"train.decision_weight of both roles (default {DECISION_WEIGHT})")
+                        help=f"train.decision_weight of the user simulator (default {DECISION_WEIGHT})")
     parser.add_argument("--corpora", default=",".join(EVAL_CORPORA), metavar="NAME,...",
                         help="the evaluation corpora to make and report (default: all of them)")
     args = parser.parse_args(argv)
