@@ -29,22 +29,13 @@ import torch
 import yaml
 
 from interplay.common.adapters import FINGERPRINT_FILE, fingerprint
+from interplay.common.cpu import cpu_has_native_bf16
 from interplay.training.config import TrainConfig
 from interplay.training.curve import write_curve
 from interplay.training.data import Dialogue, LoadStats, no_usable
 from interplay.training.errors import TrainingInputError
 from interplay.training.examples import IGNORE, Example, build_examples, end_of_turn_ids
 from interplay.training.output_dir import check_output
-
-
-def cpu_has_native_bf16() -> bool:
-    # Only chips with bf16 instructions (AVX512-BF16, AMX) run bf16 autocast faster than fp32; elsewhere it is
-    # emulated and slower.
-    try:
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def use_bf16(setting: bool | str) -> bool:
