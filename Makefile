@@ -2,6 +2,8 @@
 #   make generate   create .venv, install everything, prepare the model, its trained simulators and the seeds,
 #                   generate 200 reference-free dialogues on the CPU with the trained simulators
 #   make test       the test suite (fast tests plus small real-vLLM tests)
+#   make serve      an OpenAI-compatible vLLM server on the embedded model (PORT=8000); configs/embedded-server.yaml
+#                   generates through it
 #   make train      train a LoRA adapter per role on a small embedded corpus (CPU, minutes); then
 #                   make generate CONFIG=configs/embedded-lora.yaml serves them
 PYTHON ?= python3
@@ -13,7 +15,7 @@ CONFIG ?= configs/embedded-trained.yaml
 OUTPUT ?= out/$(basename $(notdir $(CONFIG)))
 NUM_DIALOGUES ?= 200
 
-.PHONY: install prepare generate train reproduce test test-fast bench bench-scale clean
+.PHONY: install prepare generate serve train reproduce test test-fast bench bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +40,13 @@ prepare: install
 
 generate: prepare
 	$(BIN)/interplay generate --config $(CONFIG) --output $(OUTPUT) --num-dialogues $(NUM_DIALOGUES)
+
+# An OpenAI-compatible vLLM server on the embedded model at 127.0.0.1:$(PORT), with the engine settings of
+# configs/embedded.yaml and what the server client needs (interplay/generator/runtime/serve.py has the flags).
+# In another terminal: interplay generate --config configs/embedded-server.yaml --output out/served (docs/server.md)
+PORT ?= 8000
+serve: prepare
+	$(BIN)/python -m interplay.generator.runtime.serve --port $(PORT)
 
 # The loop closed on the embedded default: a small corpus from the embedded generator, then one LoRA adapter per
 # role trained on it on the CPU for TRAIN_STEPS steps each (minutes), written to out/adapters/, where

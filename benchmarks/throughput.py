@@ -9,6 +9,8 @@ the same machine, in one invocation (`make bench`).
                       mix, which no scheduler can beat
     topologies        shared vs separate vs shared with a LoRA adapter per role (topologies.py), small sample
     sweep             (a) at several max_in_flight values, plotted (plot.py)
+    server            (a) on the in-process engine against (a) through `vllm serve` (topology: server) on the
+                      same model and sizes (server.py): the server's tok/s as a share of the in-process run's
     orchestration     interplay's own overhead per turn on a zero-latency fake engine, and peak RSS at two corpus
                       sizes (orchestration.py)
 
@@ -286,6 +288,10 @@ def targets(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             checks[f"{key} >= {minimum}"] = {"value": r[key], "spread": [low, high],
                                              "verdict": verdict({"median": r[key], "min": low, "max": high}, minimum),
                                              **extra}
+    if (server := out.get("server")) is not None:
+        checks.update({f"server row: {k}": {"met": v, "value": server["server_over_in_process"]
+                                            if "tok/s" in k or "in_process" in k else server["cached_share_points"]}
+                       for k, v in server["targets"].items()})
     if orch.get("turns_per_s") is not None:
         target = TARGETS["orchestration_turns_per_s_min"]
         checks["orchestration >= 3000 turns/s"] = {
@@ -305,6 +311,17 @@ async def run_engines(bench: Bench) -> None:
         bench.failed("main engine", e)
     if bench.section("topologies"):
         await bench.other_topologies()
+    if bench.section("server"):
+        from benchmarks.server import measure
+
+        log("server row: the in-process engine, then the same model behind vllm serve")
+        try:
+            bench.out["server"] = await measure(bench.config, bench.work / "server-row",
+                                                num_dialogues=bench.args.server_dialogues,
+                                                max_in_flight=bench.args.server_max_in_flight,
+                                                num_warmup=bench.args.warmup)
+        except Exception as e:
+            bench.failed("server", e)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,8 @@ SIZES: dict[str, tuple[str, str, str, str]] = {
                             "a sweep point runs max(this, 2 x max_in_flight) dialogues"),
     "orchestration": ("BENCH_ORCH_SIZES", "10000,100000", "1000,10000", "dialogue counts of the orchestration runs"),
     "warmup": ("BENCH_WARMUP", "4", "2", "warm-up dialogues per engine (not timed)"),
+    "server_dialogues": ("BENCH_SERVER_DIALOGUES", "32", "8", "dialogues of the server row, each side"),
+    "server_max_in_flight": ("BENCH_SERVER_MAX_IN_FLIGHT", "16", "4", "max_in_flight of the server row"),
     "rounds": ("BENCH_ROUNDS", "3", "3", "rounds of (a), (b), (d) in alternating order; ratios: median and spread"),
 }
 # The benchmark's generation settings on top of the config: shorter dialogues than the embedded default (8 turns,
@@ -27,7 +29,7 @@ SIZES: dict[str, tuple[str, str, str, str]] = {
 # or --set (each --set replaces all of these).
 DEFAULT_SET = ("conversation.max_turns=4", "user.sampling.max_tokens=32", "recommender.sampling.max_tokens=48",
                "dialogues_per_shard=1000")
-SECTIONS = ("orchestration", "waves", "replay", "sequential", "sweep", "topologies")
+SECTIONS = ("orchestration", "waves", "replay", "sequential", "sweep", "topologies", "server")
 
 def parse_args(argv: list[str] | None, description: str = "") -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=description)

@@ -5,8 +5,9 @@ from interplay.generator.config import ConfigError
 from interplay.generator.inputs.catalog import CatalogError
 from interplay.generator.inputs.seeds import SeedError
 from interplay.generator.output.writer import OutputError
+from interplay.generator.runtime.server_checks import ServerError
 from interplay.training.errors import TrainingInputError
 
 # A new input error type belongs here, so that `interplay` reports it cleanly.
 INPUT_ERRORS: tuple[type[Exception], ...] = (ConfigError, SeedError, CatalogError, OutputError,
-                                                TrainingInputError, AdapterError)
+                                                TrainingInputError, AdapterError, ServerError)

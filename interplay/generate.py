@@ -74,18 +74,21 @@ def _summary(manifest: dict[str, Any], out_dir: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from interplay.generator.runtime.engine import EngineStartError, check_config, open_engines
     from interplay.generator.runtime.run import Generation
 
     overrides = dict(parse_override(text) for text in args.set)
     if args.num_dialogues is not None:
         overrides["num_dialogues"] = args.num_dialogues
     config = load_config(args.config, overrides)
+    on_server = config.topology == "server"
+    check_config, open_engines, EngineStartError = engine_layer(config)
     check_config(config)
     if args.ray:
         return _run_on_ray(config, args)
     partition = _partition(args)
     if getattr(args, "baseline", None):
+        if on_server:  # it opens one shared in-process engine
+            raise ConfigError("--baseline: not with topology: server")
         from interplay.generator.runtime.baseline import BaselineGeneration as Generation  # noqa: F811
     output = Storage(args.output, single_writer=True) if args.single_writer_i_promise else args.output
     generation = Generation(config, output, overwrite=args.overwrite,
@@ -97,9 +100,12 @@ def main(args: argparse.Namespace) -> int:
     if getattr(generation, "num_cards_cut", 0):
         print(f"interplay: note: {generation.num_cards_cut} catalog items' cards are longer than "
               f"user.max_card_chars={config.user.max_card_chars} and are cut", file=sys.stderr)
-    log_path = None if args.verbose else generation.engine_log_path()
+    log_path = None if args.verbose or on_server else generation.engine_log_path()
     if log_path is not None and generation.num_remaining:
         print(f"interplay: starting vLLM (its log: {log_path})", file=sys.stderr)
+    for role, served in (generation.served or {}).items():
+        for note in served.notes:
+            print(f"interplay: note: {role}: {note}", file=sys.stderr)
     failure = start_failure = write_failure = None
     log_start = log_path.stat().st_size if log_path is not None and log_path.is_file() else 0
     with engine_logs_to(log_path if generation.num_remaining else None) as (out, err):
@@ -110,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         except OutputError as e:  # the output failed mid-run (a store gone, the lease lost); the shards stay
             write_failure = e
         except EngineDead as e:
-            failure, manifest = f"{e}; {_see_log(log_path)}", generation.writer.manifest
+            failure, manifest = f"{e}; {_see_log(log_path, on_server)}", generation.writer.manifest
             if _interrupted(generation):
                 # A Ctrl-C typed in the terminal goes to the whole process group: vLLM's processes stop on it too.
                 failure = ("interrupted (the same Ctrl-C stopped vLLM's engine, so the conversations in flight were "
@@ -120,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     if start_failure is not None:
         cause = _root_cause(log_path, log_start)
         print(f"interplay: error: {start_failure}" + (f"; cause: {cause}" if cause else "")
-              + f"; {_see_log(log_path)}", file=sys.stderr)
+              + ("" if on_server else f"; {_see_log(log_path)}"), file=sys.stderr)
         return 2
     if write_failure is not None:
         print(f"interplay: stopped: {write_failure}", file=sys.stderr)
@@ -164,6 +170,8 @@ def zero_shot_note(config: Any) -> str | None:
     for the teacher (protocol: reference), whose dialogues the protocol steers."""
     from interplay.prepare import default_model_dir
 
+    if config.topology == "server":  # a server's model is named by the server, not here
+        return None
     models = {Path(config.engine_args(role)["model"]).expanduser() for role in ("user", "recommender")}
     if models != {default_model_dir()} or config.user.adapter or config.recommender.adapter \
             or config.protocol == "reference":
@@ -195,8 +203,23 @@ def _interrupted(generation: Any) -> bool:
     return scheduler is not None and scheduler.is_stopping
 
 
-def _see_log(log_path: Path | None) -> str:
+def _see_log(log_path: Path | None, on_server: bool = False) -> str:
+    if on_server:
+        return "the server's own log says why"
     return f"vLLM's log: {log_path}" if log_path is not None else "vLLM's own messages are above"
+
+
+def engine_layer(config: Any) -> tuple[Any, Any, type[Exception]]:
+    """(check_config, open_engines, the error of a failed start): the in-process vLLM engines (engine.py), or the
+    servers of topology: server (server.py, which needs no vLLM; they are checked when the run is prepared)."""
+    if config.topology == "server":
+        from interplay.generator.runtime.server import open_servers
+        from interplay.generator.runtime.server_checks import ServerError, check_local
+
+        return check_local, open_servers, ServerError
+    from interplay.generator.runtime.engine import EngineStartError, check_config, open_engines
+
+    return check_config, open_engines, EngineStartError
 
 
 def _partition(args: argparse.Namespace) -> Partition | None:
@@ -217,6 +240,9 @@ def _run_on_ray(config, args: argparse.Namespace) -> int:
 
     if args.partition_index is not None or getattr(args, "baseline", None):
         raise ConfigError("--ray: runs every partition itself; drop --partition-index / --baseline")
+    if config.topology == "server":  # its workers open in-process engines
+        raise ConfigError("--ray: not with topology: server; run the partitions as processes of their own "
+                          "(--num-partitions N --partition-index I), each pointed at the server")
     if args.single_writer_i_promise:
         raise ConfigError("--single-writer-i-promise: not with --ray, whose workers open the output themselves; "
                           "write to s3:// or a shared filesystem")

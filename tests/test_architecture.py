@@ -49,7 +49,10 @@ def test_only_training_imports_the_training_stack() -> None:
     outside = [p for p in PACKAGE.rglob("*.py") if "training" not in p.parts
                and any(m.split(".")[0] in stack for m in imports(p))]
     # prepare.py turns the embedded GGUF file into a transformers checkpoint, once, with transformers itself.
-    assert [str(p.relative_to(PACKAGE)) for p in outside] == ["prepare.py"]
+    # server_checks.py loads the served model's tokenizer (topology: server renders prompts here, with its chat
+    # template, where no vLLM is installed to load it).
+    assert sorted(str(p.relative_to(PACKAGE)) for p in outside) == ["generator/runtime/server_checks.py",
+                                                                    "prepare.py"]
 
 
 def test_no_generator_subpackage_imports_upwards_into_the_generator_root_cli() -> None:

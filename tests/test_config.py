@@ -19,6 +19,7 @@ from interplay.cli import main
 from interplay.common.roles import ROLES
 from interplay.generator.config import ConfigError, GenerateConfig, load_config, parse_override
 from interplay.generator.runtime.engine import check_config
+from interplay.generator.runtime.server_checks import check_local
 
 require("vllm")  # check_config's own import of vLLM, paid once here
 
@@ -116,12 +117,20 @@ def test_shipped_config_validates(path: Path, tmp_path: Path, monkeypatch: pytes
     assert config.topology == raw.get("topology", "shared")
     assert config.conversation.max_turns == raw.get("conversation", {}).get("max_turns", 10)
     for role in ROLES:
-        args = config.engine_args(role)
-        assert args.get("model"), role
-        assert not str(args["model"]).startswith("~"), "model path must be expanded"
+        if config.topology == "server":  # no engine here: the server's model, and our copy of its tokenizer
+            settings = config.server_settings(role)
+            assert settings["model"], role
+            assert not str(settings["tokenizer"]).startswith("~"), "tokenizer path must be expanded"
+        else:
+            args = config.engine_args(role)
+            assert args.get("model"), role
+            assert not str(args["model"]).startswith("~"), "model path must be expanded"
         for key, value in (raw.get(role) or {}).get("sampling", {}).items():
             assert config.sampling(role)[key] == value
-    check_config(config)  # every engine and sampling key is a real vLLM one
+    if config.topology == "server":
+        check_local(config)  # every sampling key is one /v1/completions takes
+    else:
+        check_config(config)  # every engine and sampling key is a real vLLM one
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

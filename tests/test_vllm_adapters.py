@@ -67,8 +67,9 @@ async def _serve(config: Any) -> dict[str, list[str]]:
 
     messages = prompt_messages(config, make_catalog())
     convs = [Conversation(f"c{i}", i, seed) for i, seed in enumerate(make_seeds(NUM_PROMPTS))]
-    texts: dict[str, list[str]] = {"adapter": [], "base": [], "base_again": []}
+    texts: dict[str, list[Any]] = {"adapter": [], "base": [], "base_again": []}
     async with open_engines(config) as clients:  # the adapter-fit check runs in here, on the real engine
+        texts["kv_cache_tokens"] = [clients[role].kv_cache_tokens for role in ("user", "recommender")]
         prompts = [clients["user"].render(messages(conv, "user")) for conv in convs]
         for name, role in (("adapter", "user"), ("base", "recommender"), ("base_again", "recommender")):
             for i, prompt in enumerate(prompts):
@@ -88,6 +89,16 @@ def served(adapter: Path) -> dict[str, list[str]]:
 
 def test_trained_adapter_loads_and_is_served(served):
     assert len(served["adapter"]) == NUM_PROMPTS and all(t.strip() for t in served["adapter"])
+
+
+def test_the_engine_reports_its_kv_cache_size_to_the_scheduler(served):
+    """The admission cap (policy.KvAdmission) reads kv_cache_tokens: the 1 GiB of KV cache asked for, in tokens of
+    SmolLM2 (K and V of 30 layers x 3 KV heads x 64 dims in bfloat16 per token), whole blocks of it."""
+    config = json.loads((require_model() / "config.json").read_text())
+    bytes_per_token = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_dim"] * 2
+    user, recommender = served["kv_cache_tokens"]
+    assert user == recommender  # one shared engine: both roles' histories share its cache
+    assert 0.9 * (1 << 30) / bytes_per_token <= user <= (1 << 30) / bytes_per_token
 
 
 def test_trained_adapter_changes_greedy_output(served):

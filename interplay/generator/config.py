@@ -1,8 +1,10 @@
 """The generation config: one YAML file, validated by pydantic before any engine starts.
 
     protocol: reference_free      # or reference: the teacher, whose user simulator knows the target
-    topology: shared              # shared: one engine serves both roles; separate: one engine per role
+    topology: shared              # shared: one engine serves both roles; separate: one engine per role;
+                                  # server: each role is served by an OpenAI-compatible server already running
     engine: {model: ..., max_model_len: 2048}   # vLLM engine arguments (AsyncEngineArgs), passed through
+    server: {base_url: http://127.0.0.1:8000, model: ..., tokenizer: ...}   # topology: server (docs/server.md)
     user:        {engine: {}, adapter: null, sampling: {temperature: 0.9, max_tokens: 96}}
     recommender: {engine: {}, adapter: null, sampling: {...}, num_candidates: 5}
     seeds: {source: movielens}    # or {source: file, path: seeds.parquet, catalog: catalog.parquet}
@@ -43,6 +45,9 @@ CARD_KEYS = ("license",)
 RUNTIME_ENGINE_KEYS = ("kv_cache_memory_bytes", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens",
                        "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "swap_space",
                        "enforce_eager", "disable_log_stats")
+# The same for the server settings, in `server` and in each role's `server`: where the server is and how patiently
+# it is asked, not what it serves (a server restarted on another port resumes the same corpus).
+RUNTIME_SERVER_KEYS = ("base_url", "api_key_env", "timeout_s", "max_retries", "backoff_s")
 # vLLM's own default max_tokens is 16, far too short for a turn.
 DEFAULT_SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 128}
 
@@ -64,9 +69,41 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", ".", "~")) or path.count("/") >= 2 or os.path.exists(path)
 
 
+class ServerConfig(_Strict):
+    """An OpenAI-compatible server that serves a role (topology: server). Every field may be set in the top-level
+    `server` for both roles and overridden in a role's `server`; unset fields take the defaults below."""
+    base_url: str | None = Field(None, description="the server's address, e.g. http://127.0.0.1:8000 (a trailing "
+                                                   "/v1 is accepted)")
+    model: str | None = Field(None, description="the served model name the requests name; with per-role LoRA on one "
+                                                "server (vllm serve --lora-modules NAME=PATH), the role's adapter name")
+    tokenizer: str | None = Field(None, description="the served model's tokenizer, a local directory or hub id: "
+                                                    "prompts are rendered here with its chat template and sent as "
+                                                    "token ids. Default: model")
+    api_key_env: str | None = Field(None, description="the environment variable that holds the API key (never the "
+                                                      "key itself); default: no key")
+    timeout_s: float | None = Field(None, gt=0, description="seconds one request may take (default 600)")
+    max_retries: int | None = Field(None, ge=0, description="retries of a request that timed out, could not connect "
+                                                            "or got 429 or 5xx (default 5)")
+    backoff_s: float | None = Field(None, ge=0, description="the first retry's mean wait; each next one doubles, "
+                                                            "with jitter (default 1)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {v!r})")
+        return v
+
+
+# What a role's server settings are when neither `server` nor the role's `server` sets them.
+SERVER_DEFAULTS = {"api_key_env": None, "timeout_s": 600.0, "max_retries": 5, "backoff_s": 1.0}
+
+
 class RoleConfig(_Strict):
     engine: dict[str, Any] = Field(
         default_factory=dict, description="engine arguments for this role's own engine (topology: separate only)")
+    server: ServerConfig | None = Field(None, description="this role's server (topology: server): overrides the "
+                                                          "top-level server's fields")
     adapter: str | None = Field(None, description="PEFT LoRA adapter directory served for this role")
     sampling: dict[str, Any] = Field(default_factory=dict, description="vLLM SamplingParams for this role's turns")
     system_prompt: str | None = Field(None, description="replaces the built-in system prompt template")
@@ -175,8 +212,12 @@ class GenerateConfig(_Strict):
                                       "reference: the user simulator is told whether each suggestion is the target "
                                       "and the recommender picks from a shortlist holding it (teacher dialogues "
                                       "to train on)")
-    topology: Literal["shared", "separate"] = "shared"
+    topology: Literal["shared", "separate", "server"] = Field(
+        "shared", description="shared: one in-process vLLM engine serves both roles; separate: one per role; server: "
+                              "each role is served by an OpenAI-compatible server already running (server)")
     engine: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments (all engines)")
+    server: ServerConfig | None = Field(None, description="the server of both roles (topology: server); a role's "
+                                                          "own `server` overrides its fields")
     user: UserConfig = Field(default_factory=UserConfig)
     recommender: RecommenderConfig = Field(default_factory=RecommenderConfig)
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
@@ -207,6 +248,12 @@ class GenerateConfig(_Strict):
 
     @model_validator(mode="after")
     def _engines(self) -> GenerateConfig:
+        if self.topology == "server":
+            return self._servers()
+        for where in ("server", *(f"{r}.server" for r in ROLES)):
+            if self._section(where) is not None:
+                raise ValueError(f"{where}: set, but topology is {self.topology}; a server serves the roles "
+                                 "only under topology: server")
         for role in ROLES:
             rc: RoleConfig = getattr(self, role)
             if self.topology == "shared" and rc.engine:
@@ -227,6 +274,46 @@ class GenerateConfig(_Strict):
             if rank is not None and rank > max_rank:
                 raise ValueError(f"{role}.adapter: rank {rank} is above max_lora_rank={max_rank}; "
                                  f"set engine.max_lora_rank: {rank}")
+        return self._protocol_settings()
+
+    def _servers(self) -> GenerateConfig:
+        """topology: server: every role has a server and a model, and nothing here would start an engine."""
+        for where in ("engine", *(f"{r}.engine" for r in ROLES)):
+            if self._section(where):
+                raise ValueError(f"{where}: set, but topology is server: the server's own flags decide its "
+                                 "engine (drop the vLLM engine arguments)")
+        for role in ROLES:
+            if getattr(self, role).adapter is not None:
+                raise ValueError(f"{role}.adapter: set, but topology is server: the server serves the adapter "
+                                 f"(vllm serve --lora-modules NAME=PATH); name it in {role}.server.model")
+            settings = self.server_settings(role)
+            for key in ("base_url", "model"):
+                if not settings[key]:
+                    raise ValueError(f"server.{key}: required with topology: server (or {role}.server.{key})")
+        return self._protocol_settings()
+
+    def _section(self, where: str) -> Any:
+        node: Any = self
+        for name in where.split("."):
+            node = getattr(node, name)
+        return node
+
+    def server_settings(self, role: str) -> dict[str, Any]:
+        """The server settings of `role` (topology: server): its own `server` over the top-level one, over the
+        defaults; the tokenizer defaults to the model."""
+        merged = dict(SERVER_DEFAULTS)
+        for section in (self.server, getattr(self, role).server):
+            if section is not None:
+                merged.update(section.model_dump(exclude_none=True))
+        merged.setdefault("base_url", None)
+        merged.setdefault("model", None)
+        if isinstance(merged.get("tokenizer"), str):
+            merged["tokenizer"] = _expand(merged["tokenizer"])
+        else:
+            merged["tokenizer"] = merged["model"]
+        return merged
+
+    def _protocol_settings(self) -> GenerateConfig:
         template = self.user.system_prompt
         if self.protocol == "reference_free" and template is not None and "{target}" in template:
             raise ValueError("user.system_prompt: {target} is only for protocol: reference; a reference-free user "
@@ -245,7 +332,10 @@ class GenerateConfig(_Strict):
         return self
 
     def engine_args(self, role: str) -> dict[str, Any]:
-        """The engine arguments for the engine serving `role`, LoRA settings derived from the adapters."""
+        """The engine arguments for the engine serving `role`, LoRA settings derived from the adapters (none under
+        topology: server, where no engine starts here)."""
+        if self.topology == "server":
+            return {}
         args = {**self.engine, **getattr(self, role).engine}
         if isinstance(args.get("model"), str):
             args["model"] = _expand(args["model"])
@@ -300,9 +390,15 @@ class GenerateConfig(_Strict):
         """Hash of every config key that decides which dialogues come out (all but the runtime and card keys). The
         files the config names are fingerprinted by content apart (generator/runtime/identity.py)."""
         data = self.model_dump(mode="json", exclude={*RUNTIME_KEYS, *CARD_KEYS})
+        for node in (data, *(data[r] for r in ROLES)):  # unset: the hash of a config from before servers
+            if node.get("server") is None:
+                node.pop("server", None)
         for engine in _engine_sections(data):
             for key in RUNTIME_ENGINE_KEYS:
                 engine.pop(key, None)
+        for server in _sections(data, "server"):
+            for key in RUNTIME_SERVER_KEYS:
+                server.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def runtime_settings(self) -> dict[str, Any]:
@@ -311,11 +407,18 @@ class GenerateConfig(_Strict):
         settings = {key: data[key] for key in RUNTIME_KEYS}
         for where, engine in zip(("engine", *(f"{r}.engine" for r in ROLES)), _engine_sections(data)):
             settings.update({f"{where}.{k}": engine[k] for k in RUNTIME_ENGINE_KEYS if k in engine})
+        for where, server in zip(("server", *(f"{r}.server" for r in ROLES)), _sections(data, "server")):
+            settings.update({f"{where}.{k}": server[k] for k in RUNTIME_SERVER_KEYS if server.get(k) is not None})
         return settings
 
 
 def _engine_sections(data: dict[str, Any]) -> list[dict[str, Any]]:
-    return [data.get("engine") or {}, *((data.get(r) or {}).get("engine") or {} for r in ROLES)]
+    return _sections(data, "engine")
+
+
+def _sections(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The top-level section `name` and each role's, as dumped ({} where unset)."""
+    return [data.get(name) or {}, *((data.get(r) or {}).get(name) or {} for r in ROLES)]
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

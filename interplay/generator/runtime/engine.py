@@ -155,6 +155,15 @@ def check_adapter_fits(config: GenerateConfig, role: str, engine: Any) -> None:
         raise ConfigError(f"{role}.adapter: {e}") from None
 
 
+def kv_cache_tokens(engine: Any) -> int | None:
+    """The engine's KV cache in tokens, as sized at its start (its blocks times their size); None if unknown.
+    A shared engine's cache holds both roles' histories: each role's client reports the whole of it."""
+    cache = getattr(getattr(engine, "vllm_config", None), "cache_config", None)
+    if cache is None or not cache.num_gpu_blocks:
+        return None
+    return int(cache.num_gpu_blocks) * int(cache.block_size)
+
+
 class VllmRoleClient:
     """One role's view of an engine: its tokenizer, LoRA adapter and sampling parameters."""
 
@@ -171,6 +180,7 @@ class VllmRoleClient:
         self._params = SamplingParams(**sampling, output_kind=RequestOutputKind.FINAL_ONLY)
         self.max_model_len: int = engine.model_config.max_model_len
         self.max_tokens: int = self._params.max_tokens or 16
+        self.kv_cache_tokens = kv_cache_tokens(engine)  # the scheduler's admission cap (policy.KvAdmission)
 
     def render(self, messages: list[dict[str, str]], cache: PromptCache | None = None) -> list[int]:
         return self._renderer.render(messages, cache)

@@ -3,8 +3,12 @@
     config          config.hash(): every config key but the runtime ones (memory, parallelism, shard size, ...)
     prompts         the built-in texts and numbers (templates, notes, openers, the teacher's, the regular
                     expressions of constrained replies): an edited one is a new corpus even with the same config
-    model.<role>    the served model's files by content (see fingerprint_dir), or its hub id and revision
-    adapter.<role>  the LoRA adapter's files by content: a retrained adapter in the same folder is a new corpus
+    model.<role>    the served model's files by content (see fingerprint_dir), or its hub id and revision; under
+                    topology: server, the files the server names as the model's root when they are on this
+                    machine, else that root as the server names it
+    adapter.<role>  the LoRA adapter's files by content: a retrained adapter in the same folder is a new corpus;
+                    under topology: server, the adapter the server serves as the role's model, the same way
+    served.<role>   topology: server only: the served model name the role's requests name
     seeds, catalog  the input files by content (sha256): an edited seed file with the same row count is caught
     interplay       interplay's version: its parsing, grounding and ending rules decide the dialogues too
 
@@ -93,10 +97,32 @@ def prompts_digest(*extra: str) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _served_files(root: str | None, name: str) -> str:
+    """Files a server names: by content when they are on this machine too, else by the server's name for them."""
+    if root and Path(root).is_dir():
+        return fingerprint_dir(root)
+    return f"{root or name}@server"
+
+
+def _served(served: Any) -> dict[str, Any]:
+    """model / adapter / served of a role on a server (server_checks.Served): a LoRA adapter is listed with its
+    base model as its parent."""
+    if served.parent is not None:
+        return {"model": _served_files(served.parent_root, served.parent),
+                "adapter": _served_files(served.root, served.model), "served": served.model}
+    return {"model": _served_files(served.root, served.model), "adapter": None, "served": served.model}
+
+
 def corpus_identity(config: GenerateConfig, seeds_path: Path, catalog_path: Path, *,
-                    extra_prompts: tuple[str, ...] = ()) -> dict[str, Any]:
+                    extra_prompts: tuple[str, ...] = (), served: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`served`: what each role's server reports (server_checks.check_servers), under topology: server."""
     identity: dict[str, Any] = {"config": config.hash(), "prompts": prompts_digest(*extra_prompts)}
     for role in ROLES:
+        if served is not None:
+            facts = _served(served[role])
+            identity[f"model.{role}"], identity[f"adapter.{role}"] = facts["model"], facts["adapter"]
+            identity[f"served.{role}"] = facts["served"]
+            continue
         identity[f"model.{role}"] = _model(config.engine_args(role))
         adapter = getattr(config, role).adapter
         identity[f"adapter.{role}"] = fingerprint_dir(adapter) if adapter else None

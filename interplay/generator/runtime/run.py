@@ -40,6 +40,7 @@ from interplay.generator.runtime.plan import count_planned, iter_plan
 from interplay.generator.runtime.policy import InterplayPolicy, TurnPolicy
 from interplay.generator.runtime.recent import RecentFailures
 from interplay.generator.runtime.scheduler import RoleClient, Scheduler
+from interplay.generator.runtime.server_checks import check_servers
 
 OpenEngines = Callable[[GenerateConfig], AbstractAsyncContextManager[dict[str, RoleClient]]]
 
@@ -91,6 +92,9 @@ class Generation:
         self.catalog = Catalog.load(self.catalog_path)
         check_candidates(config, self.catalog)
         self.num_cards_cut = check_cards(config, self.catalog, self.catalog_path)
+        # topology: server: the servers are checked before the output is opened; what they serve is part of the
+        # corpus identity.
+        self.served = check_servers(config) if config.topology == "server" else None
         # The reference protocol tells the simulator its target: a seed without one is skipped, and counted.
         self._require_target = config.protocol == "reference"
         # The catalog's ids: a seed whose target is not among them is skipped (counted in the manifest).
@@ -119,7 +123,7 @@ class Generation:
 
     def corpus_identity(self) -> dict[str, Any]:
         """What decides the dialogues (identity.py); the single-LLM baseline adds its mode and prompt."""
-        return corpus_identity(self.config, self.seeds_path, self.catalog_path)
+        return corpus_identity(self.config, self.seeds_path, self.catalog_path, served=self.served)
 
     def corpus_hash(self) -> str:
         """The hash every run in one output directory must share."""
