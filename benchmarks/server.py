@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks.common import MemorySampler, figures, log, machine, ratio
-from benchmarks.interleaved import run_interleaved
+from benchmarks.common import MemorySampler, figures, log, machine, ratio, recording
+from benchmarks.interleaved import opened, run_interleaved
 from benchmarks.replay import reset_prefix_caches
 from interplay.generator.config import GenerateConfig
 from interplay.prepare import default_model_dir
@@ -85,10 +85,18 @@ def cpu_split(server: subprocess.Popen | None = None) -> Iterator[dict[str, floa
 
 async def timed(config: GenerateConfig, clients: dict[str, Any], work: Path, name: str,
                 server: subprocess.Popen | None = None) -> dict[str, Any]:
+    from interplay.generator.runtime.run import Generation
+
     out = work / "corpora" / name
     shutil.rmtree(out, ignore_errors=True)
+    recorded, requests = recording(clients)
+    # Prepared outside the clock and the CPU count: the server's checks load a tokenizer and send probes.
+    generation = Generation(config, out, overwrite=True)
     with MemorySampler() as memory, cpu_split(server) as cpu:
-        wall, requests, _ = await run_interleaved(config, clients, out)
+        started = time.perf_counter()
+        await generation.run(opened(recorded))
+        wall = time.perf_counter() - started
+    requests = requests.in_submission_order()
     return {**figures(requests, wall, config.num_dialogues), **cpu, "peak_pss_mib": memory.figures()["peak_pss_mib"]}
 
 

@@ -116,7 +116,7 @@ async def post_with_retries(client: httpx.AsyncClient, path: str, body: dict[str
         if attempt < retry.max_retries:
             await asyncio.sleep(retry.delay(attempt, retry_after))
     tries = f"{retry.max_retries + 1} tries"
-    if isinstance(last, httpx.ConnectError):
+    if isinstance(last, (httpx.ConnectError, httpx.ConnectTimeout)):  # refused, or no answer to connect at all
         raise EngineDead(f"the server at {server} cannot be reached any more (during a {during}, after {tries}: "
                          f"{describe(last)})")
     raise ServerRequestError(f"the server at {server} did not answer it after {tries} ({describe(last)})")
