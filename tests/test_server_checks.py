@@ -215,3 +215,39 @@ def test_where_the_server_is_leaves_the_hash_alone_and_what_it_serves_does_not()
         assert moved.runtime_settings()[key] == value
     for key, value in (("server.model", "n"), ("server.tokenizer", "org/tok"), ("user.server.model", "u")):
         assert load_config(None, {**base, key: value}).hash() != cfg.hash()
+
+
+def test_a_server_gone_mid_run_stops_the_command_naming_it(stub, tiny_tokenizer, seeds_file, catalog_file,
+                                                           tmp_path):
+    """The real command line against the small server, taken down once the first shard is written: exit 1 and one
+    line naming the server; what finished is on disk, and the conversations in flight used no attempt."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    stub.models, stub.delay_s = {"m": 4096}, 0.05
+    cfg = server_config(stub.url, tiny_tokenizer[1], seeds_file, catalog_file, num_dialogues=20, max_in_flight=2,
+                        dialogues_per_shard=2, **{"conversation.max_turns": 4, "server.max_retries": 1,
+                                                  "server.backoff_s": 0.1})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True)))
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "interplay", "generate", "--config", str(path), "--output",
+                             str(out)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*.parquet")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.02)
+    url = stub.url
+    stub.stop()  # connections refused from now on, as a killed server's
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr[-3000:]
+    stopped = [line for line in stderr.splitlines() if line.startswith("interplay: stopped:")]
+    assert len(stopped) == 1 and f"the server at {url} cannot be reached any more" in stopped[0], stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert 2 <= manifest["totals"]["num_dialogues"] < 20 and manifest["status"] != "complete"
+    assert not (out / "failures.jsonl").exists() or not (out / "failures.jsonl").read_text().strip()
