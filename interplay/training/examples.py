@@ -168,8 +168,12 @@ def marker_token_ids(tokenizer: Any, prompts: PromptSettings) -> list[list[int]]
 
 def decision_positions(ids: Sequence[int], start: int, stop: int, markers: Sequence[Sequence[int]]) -> list[int]:
     """The positions in ids[start:stop] (one turn) whose tokens carry its decision: its first DECISION_TOKENS
-    tokens, and any marker's tokens."""
+    tokens, any marker's tokens, and, where a turn may write a marker, its last token. A turn that does not accept
+    ends (its end-of-turn token) where an accepting one writes the marker: weighing only the marker taught the
+    simulator to append it to rejections (49 of its 127 acceptances, each "No thanks, ... [ACCEPT]", at weight 4)."""
     positions = set(range(start, min(start + DECISION_TOKENS, stop)))
+    if markers and stop > start:
+        positions.add(stop - 1)
     for marker in markers:
         n = len(marker)
         for i in range(start, stop - n + 1):
