@@ -28,6 +28,7 @@ import pytest
 from conftest import make_catalog, make_seeds, require_model
 from fixtures.training.tiny import build_tokenizer
 from interplay.common.adapters import FINGERPRINT_FILE, fingerprint
+from interplay.common.cpu import cpu_has_native_bf16
 from interplay.generator.config import load_config
 from interplay.generator.dialogue.conversation import Conversation
 from interplay.generator.runtime.run import prompt_messages
@@ -93,9 +94,11 @@ def test_trained_adapter_loads_and_is_served(served):
 
 def test_the_engine_reports_its_kv_cache_size_to_the_scheduler(served):
     """The admission cap (policy.KvAdmission) reads kv_cache_tokens: the 1 GiB of KV cache asked for, in tokens of
-    SmolLM2 (K and V of 30 layers x 3 KV heads x 64 dims in bfloat16 per token), whole blocks of it."""
+    SmolLM2 (K and V of 30 layers x 3 KV heads x 64 dims per token, in the number format `dtype: auto` resolves to on
+    this CPU: bfloat16 with bf16 instructions, float32 without), whole blocks of it."""
     config = json.loads((require_model() / "config.json").read_text())
-    bytes_per_token = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_dim"] * 2
+    element_bytes = 2 if cpu_has_native_bf16() else 4
+    bytes_per_token = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_dim"] * element_bytes
     user, recommender = served["kv_cache_tokens"]
     assert user == recommender  # one shared engine: both roles' histories share its cache
     assert 0.9 * (1 << 30) / bytes_per_token <= user <= (1 << 30) / bytes_per_token
