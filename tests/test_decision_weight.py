@@ -27,9 +27,9 @@ DIALOGUE = Dialogue("d1", TURNS, "Loves: Heat (1995).", {"genres": ["Crime"]}, e
 
 def test_decision_positions_are_the_first_tokens_and_the_markers() -> None:
     ids = [5, 6, 7, 8, 9, 10, 11, 40, 41, 12]
-    assert decision_positions(ids, 2, 10, [[40, 41]]) == [2, 3, 4, 5, 7, 8, 9]  # 9: the end of the turn
-    assert decision_positions(ids, 2, 7, [[40, 41]]) == [2, 3, 4, 5, 6]  # no marker: its end weighs as one would
-    assert decision_positions(ids, 2, 7, []) == [2, 3, 4, 5]  # a role that writes no markers
+    assert decision_positions(ids, 2, 10, [[40, 41]]) == [2, 3, 4, 5, 7, 8]  # a marker later in the turn too
+    assert decision_positions(ids, 2, 7, [[40, 41]]) == [2, 3, 4, 5]  # no marker: the first tokens only
+    assert decision_positions([40, 41, 7, 8, 9, 10], 0, 6, [[40, 41]]) == [0, 1, 2, 3]  # the marker first
     assert decision_positions(ids, 2, 4, []) == [2, 3]  # a turn shorter than DECISION_TOKENS
     assert DECISION_TOKENS == 4
 
@@ -42,10 +42,10 @@ def test_each_turn_of_the_example_marks_its_first_tokens_and_the_accept_marker(t
     assert marked <= {i for a, b in spans for i in range(a, b)}  # only tokens that carry the loss
     for a, b in spans:
         assert set(range(a, a + DECISION_TOKENS)) <= marked
-        assert b - 1 in marked  # the end-of-turn token: what a turn that does not accept writes instead
-    last = spans[-1]
-    marker = "".join(tokenizer.decode([example.input_ids[i]]) for i in sorted(marked) if i >= last[0] + 4)
-    assert "[ACCEPT]" in marker
+    first, last = spans[-1][0], spans[-1][1]
+    accepting = tokenizer.decode(example.input_ids[first:last])
+    assert accepting.startswith("[ACCEPT] Great, Heat it is.")  # the decision first, as the prompt asks
+    assert "[ACCEPT]" in tokenizer.decode([example.input_ids[i] for i in sorted(marked) if first <= i < last])
     recommender = build_example(tokenizer, "recommender", DIALOGUE, PromptSettings(), max_seq_len=4096,
                                 eos_ids=end_of_turn_ids(tokenizer))
     assert recommender.decisions == tuple(range(loss_spans(recommender)[0][0],

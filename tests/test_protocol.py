@@ -356,8 +356,9 @@ def test_teacher_user_replies_must_say_what_the_protocol_asks(make_config) -> No
     assert not re.fullmatch(reject, " Fine [ACCEPT]")  # no marker after a suggestion that is not the target
     accept = regex_after("A crime film.", "Try Heat (1995).")
     assert conv.pending_opener == ""
-    assert re.fullmatch(accept, "Great, I will watch it. [ACCEPT]") and not re.fullmatch(accept, "Great!")
-    conv.add_reply(Completion("Great. Thanks! [ACCEPT]", 1, 1, 0, "stop"), parser, protocol.catalog, 10,
+    assert re.fullmatch(accept, "[ACCEPT] Great, I will watch it.") and not re.fullmatch(accept, "Great!")
+    assert not re.fullmatch(accept, "Great, I will watch it. [ACCEPT]")  # the decision comes first
+    conv.add_reply(Completion("[ACCEPT] Great. Thanks!", 1, 1, 0, "stop"), parser, protocol.catalog, 10,
                    reference=True)
     assert conv.outcome is Outcome.ACCEPTED and conv.turns[-1].note is None  # written, not recorded
     free, conv = DialogueProtocol(make_config(), make_catalog()), Conversation("c", 0, seed)

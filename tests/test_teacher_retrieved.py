@@ -61,8 +61,8 @@ def test_the_user_accepts_the_first_suggestion_that_fits_and_rejects_the_rest(ma
     say(protocol, conv, "Try Heat (1995). a classic.")  # Crime, Thriller: fits, though the target is m6
     view = protocol.messages(conv, "user")
     assert conv.pending_accept and view[-1]["content"].endswith(FITS_NOTE.format(item="movie"))
-    assert re.fullmatch(conv.pending_regex, "Great, I will watch it. [ACCEPT]")
-    say(protocol, conv, "Great, I will watch it. [ACCEPT]")
+    assert re.fullmatch(conv.pending_regex, "[ACCEPT] Great, I will watch it.")
+    say(protocol, conv, "[ACCEPT] Great, I will watch it.")
     assert conv.outcome is Outcome.ACCEPTED and conv.accepted_item_id == "m1" and conv.turns[-1].note is None
 
 

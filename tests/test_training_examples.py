@@ -65,14 +65,14 @@ def test_user_simulator_mask_token_by_token(tokenizer):
     want_ids, want_labels = expected(tokenizer, [
         ("system", system), ("user", USER_OPENING.format(item="movie")),
         ("assistant", TURNS[0][1]), ("user", TURNS[1][1]), ("assistant", TURNS[2][1]), ("user", TURNS[3][1]),
-        ("assistant", TURNS[4][1] + " [ACCEPT]"),  # the marker the corpus stripped is trained back
+        ("assistant", "[ACCEPT] " + TURNS[4][1]),  # the marker the corpus stripped is trained back, first
     ])
     assert ex.input_ids == want_ids
     for i, (got, want) in enumerate(zip(ex.labels, want_labels, strict=True)):
         assert got == want, f"token {i} ({tokenizer.decode([ex.input_ids[i]])!r})"
     assert ex.num_turns == 3
     assert [tokenizer.decode(ex.input_ids[a:b]) for a, b in loss_spans(ex)] == [
-        TURNS[0][1] + "<|im_end|>", TURNS[2][1] + "<|im_end|>", TURNS[4][1] + " [ACCEPT]<|im_end|>"]
+        TURNS[0][1] + "<|im_end|>", TURNS[2][1] + "<|im_end|>", "[ACCEPT] " + TURNS[4][1] + "<|im_end|>"]
 
 
 def test_recommender_mask_token_by_token(tokenizer):
@@ -136,7 +136,7 @@ def test_unusable_dialogues_give_reasons(tokenizer):
 def test_quit_marker_and_marker_only_turn(tokenizer):
     quit_turns = TURNS[:4] + (("user", "Never mind, bye."),)
     ex = example(tokenizer, "user", Dialogue("q", quit_turns, SUMMARY, ATTRS, ending="quit"), quit_marker="<BYE>")
-    assert tokenizer.decode(ex.input_ids[slice(*loss_spans(ex)[-1])]) == "Never mind, bye. <BYE><|im_end|>"
+    assert tokenizer.decode(ex.input_ids[slice(*loss_spans(ex)[-1])]) == "<BYE> Never mind, bye.<|im_end|>"
     only = Dialogue("a", TURNS[:4] + (("user", ""),), SUMMARY, ATTRS, ending="accept")
     ex = example(tokenizer, "user", only)
     assert tokenizer.decode(ex.input_ids[slice(*loss_spans(ex)[-1])]) == "[ACCEPT]<|im_end|>"

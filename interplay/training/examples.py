@@ -31,7 +31,7 @@ from interplay.training.data import Dialogue
 from interplay.training.errors import TrainingInputError
 
 IGNORE = -100
-# The first tokens of a turn say what it decides: "Not for me, ..." or "That's it!", "How about Heat ...".
+# The first tokens of a turn say what it decides: "[ACCEPT] That's it!", "Not for me, ...", "How about Heat ...".
 DECISION_TOKENS = 4
 
 
@@ -110,7 +110,7 @@ def role_view(role: str, dialogue: Dialogue, prompts: PromptSettings, candidates
     marker = {"accept": prompts.accept_marker, "quit": prompts.quit_marker}.get(dialogue.ending or "")
     if marker and history[-1][0] == "user":
         speaker, text = history[-1]
-        history[-1] = (speaker, f"{text} {marker}" if text else marker)
+        history[-1] = (speaker, f"{marker} {text}" if text else marker)  # first, as the user's prompt asks
     history = user_history(history, cards, wanted=dialogue.target_attributes)
     system = user_system_prompt(dialogue.preference_summary, dialogue.target_attributes, item=prompts.item_noun,
                                 accept_marker=prompts.accept_marker, quit_marker=prompts.quit_marker,
@@ -168,12 +168,9 @@ def marker_token_ids(tokenizer: Any, prompts: PromptSettings) -> list[list[int]]
 
 def decision_positions(ids: Sequence[int], start: int, stop: int, markers: Sequence[Sequence[int]]) -> list[int]:
     """The positions in ids[start:stop] (one turn) whose tokens carry its decision: its first DECISION_TOKENS
-    tokens, any marker's tokens, and, where a turn may write a marker, its last token. A turn that does not accept
-    ends (its end-of-turn token) where an accepting one writes the marker: weighing only the marker taught the
-    simulator to append it to rejections (49 of its 127 acceptances, each "No thanks, ... [ACCEPT]", at weight 4)."""
+    tokens, where a turn accepts (the marker comes first), rejects ("Not quite: ...") or asks, and any marker's
+    tokens wherever a template of one's own puts them."""
     positions = set(range(start, min(start + DECISION_TOKENS, stop)))
-    if markers and stop > start:
-        positions.add(stop - 1)
     for marker in markers:
         n = len(marker)
         for i in range(start, stop - n + 1):

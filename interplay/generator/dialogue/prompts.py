@@ -18,8 +18,8 @@ About you: {preference_summary}
 What you are in the mood for now: {target_attributes}.
 Write only your own short messages (one or two sentences), never the recommender's. Say what you want, answer \
 its questions, and react to every {item} it suggests, saying why it fits or not. When it suggests a {item} that \
-matches what you want now, say which one you pick and end your message with {accept_marker}. If nothing fits \
-after several suggestions, say goodbye and end your message with {quit_marker}."""
+matches what you want now, start your message with {accept_marker} and say which one you pick. If nothing \
+fits after several suggestions, start your message with {quit_marker} and say goodbye."""
 
 # The teacher's user simulator (protocol: reference). It is steered by the notes below, which say whether each
 # suggestion is the target; its system prompt does not name the target. With the title in it, SmolLM2-135M named
@@ -31,8 +31,8 @@ About you: {preference_summary}
 What you are in the mood for now: {target_attributes}.
 Write only your own short messages (one or two sentences), never the recommender's. Say what you want and \
 answer its questions. When it suggests a {item} that is not the one you are hoping for, say in a few words why \
-it does not fit you. When it suggests the one you are hoping for, say you will take it and end your message \
-with {accept_marker}."""
+it does not fit you. When it suggests the one you are hoping for, start your message with {accept_marker} and \
+say you will take it."""
 
 # Notes the teacher's user simulator reads after each recommender message; never stored, never trained on.
 TARGET_SUGGESTED_NOTE = "\n\n(This is {target}, the {item} you were hoping for: take it.)"

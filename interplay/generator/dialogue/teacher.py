@@ -31,7 +31,7 @@ OPENING_SAYS_ALL = 0.25  # share of openings that say every wanted attribute (su
 # title it adds ("Have you seen Blade Runner?") would steer retrieval to title words instead of the wish.
 _NO_TITLE = r"([^\n\[\]A-Z0-9()]|I[ '])"
 CONTINUATION = rf"( {_NO_TITLE}{{1,80}})?"
-# An acceptance: it starts glad, in words of its own, and ends with the marker within a line or two. No colons,
+# An acceptance: the marker, then glad words of its own within a line or two. No colons,
 # semicolons or parentheses: a small model otherwise copies the item's card back ("Heat (1995): Crime; 1990s").
 _GLAD = "(Yes|Great|Perfect|Sounds good|That's it|Oh nice|Lovely)"
 _PLAIN = r"[^\n\[\].!?:;()]"
@@ -91,5 +91,8 @@ def rejection(lacking: Mapping[str, Sequence[str]], key: str, turn: int, *, item
 
 
 def acceptance(marker_regex: str) -> str:
-    """A glad word, a sentence or two of its own, the marker (given as a regular expression)."""
-    return rf"{_GLAD}[,.!]( {_PLAIN}{{1,60}}[.!])?( {_PLAIN}{{1,40}}[.!])? {marker_regex}"
+    """The marker (given as a regular expression), a glad word, a sentence or two of its own. The marker comes
+    first, as the user's prompt asks: the decision is the turn's first token, written right after the card that
+    decides it. At the end, a trained simulator wrote it after rejections it had just put in words (30 of 166
+    rejections, served reference-free: `docs/reproduce.md`)."""
+    return rf"{marker_regex} {_GLAD}[,.!]( {_PLAIN}{{1,60}}[.!])?( {_PLAIN}{{1,40}}[.!])?"
