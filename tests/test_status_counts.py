@@ -54,10 +54,11 @@ def test_a_rerun_with_fewer_dialogues_after_an_incomplete_run_is_not_complete(tm
     # 20 seeds: partition 0 owns 11 of the first 20 conversations and 24 of the first 40.
     out, big, small = tmp_path / "out", make_config(num_dialogues=40), make_config(num_dialogues=20)
     assert owner("s02") == P0
-    # The engine dies at conversation 2's first request, after every other conversation has finished.
+    # The engine dies at conversation 2's first request, after every other conversation has finished: their 23
+    # dialogues take about 0.1 s on an idle machine; 0.3 s was too short beside a CPU-bound job (11 had finished).
     with pytest.raises(EngineDead):
         generate(big, out, P0, dead_on=lambda rid: rid == "s02@0",
-                 delay=lambda rid, key: 0.3 if rid.startswith("s02@") else 0.0002)
+                 delay=lambda rid, key: 3.0 if rid.startswith("s02@") else 0.0002)
     indices = {i for e in logged(out, P0.tag) for i in e["indices"]}
     assert 2 not in indices and len(indices) > 11  # more rows than the smaller run plans
     generate(small, out, P1)
