@@ -53,6 +53,9 @@ TRAIN_OUTCOMES = {"user": "[accepted, max_turns]", "recommender": "[accepted]"}
 # train.decision_weight of the user simulator: the loss on each turn's first tokens and its markers, where it accepts
 # or rejects, counts this many times. The recommender's choice is held by its candidates; it trains unweighted.
 DECISION_WEIGHT = 4
+# How the trained simulators are sampled: as configs/embedded-trained.yaml (what `make generate` serves) says.
+TRAINED_SAMPLING = {role: yaml.safe_load((ROOT / "configs" / "embedded-trained.yaml").read_text())[role]["sampling"]
+                    for role in ROLES}
 EVAL_CORPORA = ("trained", "zero_shot", "zero_shot_candidates", "trained_user", "teacher", "baseline")
 
 
@@ -111,6 +114,8 @@ class Experiment:
             model = data["engine"].pop("model")
             for role in ROLES:
                 data[role]["engine"] = {"model": models.get(role, model)}
+            for role in models:  # a trained role is sampled as make generate serves it
+                data[role]["sampling"] = TRAINED_SAMPLING[role]
         path = self.path("configs", f"{name}.yaml")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(data, sort_keys=False))

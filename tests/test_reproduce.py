@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from experiments.split import split_seeds, user_of
 from interplay.generator.inputs.seeds import Seed, write_seeds
@@ -62,5 +63,12 @@ def test_the_whole_experiment_runs_in_its_smallest_size(tmp_path: Path) -> None:
     assert protocols == {"zero_shot": {"reference_free"}, "teacher": {"reference"}, "baseline": {"single_llm"}}
     trained = rows(tmp_path / "corpora" / "trained")
     assert {r["user_model"] for r in trained} == {str(tmp_path / "merged" / "user")}
+    # The trained simulator is sampled as make generate serves it, the zero-shot one as the zero-shot config says.
+    sampling = {name: yaml.safe_load((ROOT / "configs" / name).read_text())["user"]["sampling"]
+                for name in ("embedded.yaml", "embedded-trained.yaml")}
+    assert sampling["embedded.yaml"] != sampling["embedded-trained.yaml"]
+    assert all(json.loads(r["user_sampling"]) == sampling["embedded-trained.yaml"] for r in trained)
+    assert all(json.loads(r["user_sampling"]) == sampling["embedded.yaml"]
+               for r in rows(tmp_path / "corpora" / "zero_shot"))
     assert all(len(t["candidate_item_ids"]) == 5 for r in trained for t in r["turns"] if t["role"] == "recommender")
     assert (tmp_path / "report" / "report.json").is_file()
