@@ -10,7 +10,7 @@ reference-free to evaluation users, and measure success against the zero-shot mo
             from them; the user accepts the first suggestion that fits its target attributes
 3. train    one LoRA adapter per role with `interplay train` on the teacher's dialogues, each on the view it is
             served with: the user simulator on its summary and attributes and the item cards (never the target,
-            the notes or the shortlist; the accept marker on its accepting turn), on the accepted dialogues and
+            the notes or the shortlist; the accept marker opening its accepting turn), on the accepted dialogues and
             those that rejected every suggestion; the recommender on the accepted ones, with the candidates
             retrieval shows it when served with `num_candidates: 5` (the ones the teacher was shown)
 4. merge    each adapter into full weights: vLLM's CPU LoRA path is about 4x slower than a plain model
