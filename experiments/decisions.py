@@ -12,6 +12,7 @@ teacher.py), so the split reads a simulator trained on that teacher. Prints one 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections import Counter
@@ -21,7 +22,8 @@ from typing import Any
 
 from interplay.common.attributes import fits
 from interplay.generator.dialogue import teacher
-from interplay.report.cli import catalog_path, load_items
+from interplay.report.cli import catalog_path, iter_rows, load_items
+from interplay.report.decisions import distinct_items
 from interplay.report.task import attributes_dict
 
 GLAD = re.compile(rf"^\W*{teacher._GLAD}\b")
@@ -42,7 +44,7 @@ def offers(rows: Iterable[Mapping[str, Any]], items: Mapping[str, Any]) -> Count
         target = attributes_dict(row["target_attributes"])
         turns = row["turns"]
         for k, turn in enumerate(turns[:-1]):
-            ids = list(dict.fromkeys(turn.get("item_ids") or ()))
+            ids = distinct_items(turn)
             if turn["role"] != "recommender" or len(ids) != 1 or ids[0] not in items:
                 continue
             reply = turns[k + 1].get("raw_text") or turns[k + 1]["text"]
@@ -57,23 +59,12 @@ def table(counts: Counter) -> list[str]:
     return lines
 
 
-def read_rows(corpus: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    rows: list[dict[str, Any]] = []
-    for shard in sorted(corpus.glob("shard-*.parquet")):
-        rows += pq.read_table(shard, columns=["turns", "target_attributes"]).to_pylist()
-    return rows
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.decisions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpora", nargs="+", type=Path)
     parser.add_argument("--catalog", help="catalog file (default: the one the run used)")
     args = parser.parse_args(argv)
-    import json
-
     for corpus in args.corpora:
         manifest_file = corpus / "manifest.json"
         if not manifest_file.is_file():
@@ -84,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"decisions: error: no catalog for {corpus}; give --catalog", file=sys.stderr)
             return 2
         print(f"\n{corpus}\n")
-        print("\n".join(table(offers(read_rows(corpus), items))))
+        print("\n".join(table(offers(iter_rows(corpus, ["turns", "target_attributes"]), items))))
     return 0
 
 

@@ -28,7 +28,7 @@ import pytest
 from conftest import make_catalog, make_seeds, require_model
 from fixtures.training.tiny import build_tokenizer
 from interplay.common.adapters import FINGERPRINT_FILE, fingerprint
-from interplay.common.cpu import cpu_has_native_bf16
+from interplay.common.cpu import cpu_auto_dtype
 from interplay.generator.config import load_config
 from interplay.generator.dialogue.conversation import Conversation
 from interplay.generator.runtime.run import prompt_messages
@@ -97,7 +97,7 @@ def test_the_engine_reports_its_kv_cache_size_to_the_scheduler(served):
     SmolLM2 (K and V of 30 layers x 3 KV heads x 64 dims per token, in the number format `dtype: auto` resolves to on
     this CPU: bfloat16 with bf16 instructions, float32 without), whole blocks of it."""
     config = json.loads((require_model() / "config.json").read_text())
-    element_bytes = 2 if cpu_has_native_bf16() else 4
+    element_bytes = 2 if cpu_auto_dtype() == "bfloat16" else 4
     bytes_per_token = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_dim"] * element_bytes
     user, recommender = served["kv_cache_tokens"]
     assert user == recommender  # one shared engine: both roles' histories share its cache

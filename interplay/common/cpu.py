@@ -14,3 +14,9 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def cpu_auto_dtype() -> str:
+    """What `dtype: auto` means on this CPU, for vLLM in process and behind `make serve` alike: vLLM's own auto
+    takes the model's dtype (bf16 for SmolLM2), which is emulated and slower where bf16 is not native."""
+    return "bfloat16" if cpu_has_native_bf16() else "float32"

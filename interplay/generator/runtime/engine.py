@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from interplay.common.adapters import AdapterError, check_adapter
-from interplay.common.cpu import cpu_has_native_bf16
+from interplay.common.cpu import cpu_auto_dtype
 from interplay.common.roles import ROLES
 from interplay.generator.config import ConfigError, GenerateConfig
 from interplay.generator.dialogue.conversation import Completion
@@ -136,9 +136,7 @@ def _engine_args(config: GenerateConfig, role: str) -> Any:
         # schedules whole prompts; under none as well, so that the two settings differ only in the seeds.
         args.setdefault("enable_chunked_prefill", False)
         if args.get("dtype", "auto") == "auto":
-            # vLLM's auto takes the model's dtype (bf16 for SmolLM2), emulated and about 3x slower on a CPU without
-            # bf16 instructions.
-            args["dtype"] = "bfloat16" if cpu_has_native_bf16() else "float32"
+            args["dtype"] = cpu_auto_dtype()
     return AsyncEngineArgs(**args)
 
 

@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from interplay.common.cpu import cpu_has_native_bf16
+from interplay.common.cpu import cpu_auto_dtype
 from interplay.prepare import default_model_dir
 
 SERVED_NAME = "smollm2-135m-instruct"
@@ -26,16 +26,10 @@ KV_CACHE_MEMORY_BYTES = 4 << 30  # configs/embedded.yaml's
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 
 
-def serve_dtype() -> str:
-    """What `dtype: auto` resolves to in the in-process engine (engine.py), so the server and the in-process row of
-    the benchmark compute alike: bf16 only where the CPU has bf16 instructions, float32 where bf16 is emulated."""
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
-
-
 def serve_command(*, port: int, host: str = "127.0.0.1", kv_cache_memory_bytes: int = KV_CACHE_MEMORY_BYTES,
                   extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(default_model_dir()),
-            "--served-model-name", SERVED_NAME, "--host", host, "--port", str(port), "--dtype", serve_dtype(),
+            "--served-model-name", SERVED_NAME, "--host", host, "--port", str(port), "--dtype", cpu_auto_dtype(),
             "--max-model-len", "2048", "--kv-cache-memory-bytes", str(kv_cache_memory_bytes), "--enforce-eager",
             "--enable-prefix-caching", "--no-enable-chunked-prefill", "--enable-prompt-tokens-details",
             *(extra or [])]
