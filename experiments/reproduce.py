@@ -19,7 +19,8 @@ reference-free to evaluation users, and measure success against the zero-shot mo
 6. report   `interplay report` of all corpora side by side (OUT/report/: report.md, report.json, plots)
 
 Every step writes under OUT and is skipped when its output is already complete, so a rerun after a crash goes
-on where it stopped (use a new --out after changing sizes). Progress goes to stderr, each command's output to
+on where it stopped. A corpus that another config, prompt, model or adapter made is refused, naming what differs
+(use a new --out, or move it away, after such a change). Progress goes to stderr, each command's output to
 OUT/logs/, and the last line of stdout is one JSON object: {"corpora": {name: headline figures}, "train":
 {role: {steps, eval_loss_before, eval_loss_after, eval_curve}}, ...}.
 """
@@ -76,6 +77,14 @@ def interplay(args: list[str], log_file: Path) -> None:
         raise SystemExit(f"reproduce: `interplay {args[0]}` failed (exit {code}); {log_file}:\n" + "\n".join(tail))
 
 
+def generate(out: Path, config: Path, num: int, extra: Sequence[str], log_file: Path) -> None:
+    """`num` dialogues of `config` in `out`, always through `interplay generate`: it returns at once for a complete
+    corpus, resumes a stopped one, and refuses one that other prompts, models, adapters, seeds or settings made,
+    naming what differs. A corpus kept because its manifest says complete would outlive such a change."""
+    interplay(["generate", "--config", str(config), "--output", str(out), "--num-dialogues", str(num), *extra],
+              log_file)
+
+
 class Experiment:
     def __init__(self, out: Path, size: str, corpora: Sequence[str] = EVAL_CORPORA, **overrides: int | None):
         self.out, self.size, self.corpora = out, size, tuple(corpora)
@@ -125,13 +134,8 @@ class Experiment:
 
     def generate(self, name: str, config: Path, num: int, *extra: str) -> Path:
         out = self.path("corpora", name)
-        manifest = out / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
-            log(f"{name}: complete, kept")
-            return out
-        log(f"{name}: generating {num} dialogues")
-        interplay(["generate", "--config", str(config), "--output", str(out), "--num-dialogues", str(num), *extra],
-                  self.path("logs", f"{name}.log"))
+        log(f"{name}: {num} dialogues")
+        generate(out, config, num, extra, self.path("logs", f"{name}.log"))
         return out
 
     def train(self, role: str, teacher: Path, served: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -11,8 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from experiments.reproduce import generate
 from experiments.split import split_seeds, user_of
+from fake_engine import fake_open_engines, make_clients
 from interplay.generator.inputs.seeds import Seed, write_seeds
+from interplay.generator.runtime.run import Generation
 from interplay.prepare import default_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +46,28 @@ def test_unknown_corpora_are_refused_before_any_work(tmp_path: Path, corpora: st
         main(["--corpora", corpora, "--out", str(tmp_path / "out")])
     assert refused.value.code == 2 and "--corpora: names among trained, zero_shot" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_complete_corpus_is_kept_only_for_the_config_that_made_it(tmp_path: Path, make_config) -> None:
+    config = make_config(num_dialogues=4, dialogues_per_shard=2)
+    out, logs = tmp_path / "corpora" / "c", tmp_path / "logs" / "c.log"
+    asyncio.run(Generation(config, out).run(fake_open_engines(make_clients())))
+    def files(pattern: str = "*") -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in out.glob(pattern)}
+
+    shards = files("*.parquet")
+    same, other = tmp_path / "same.yaml", tmp_path / "other.yaml"
+    same.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    changed = config.model_dump(mode="json")
+    changed["user"]["sampling"]["temperature"] = 0.5
+    other.write_text(yaml.safe_dump(changed))
+    generate(out, same, 4, (), logs)  # complete and the same: nothing to do, no engine started
+    assert files("*.parquet") == shards and json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    made = files()
+    with pytest.raises(SystemExit) as refused:
+        generate(out, other, 4, (), logs)
+    assert "differs in: config" in str(refused.value)
+    assert files() == made  # the stale corpus is left as it was
 
 
 @pytest.mark.slow
