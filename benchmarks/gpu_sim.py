@@ -16,8 +16,9 @@ bound: what it finds cached depends on the order the requests come in.
 Every figure is simulated: tokens per *virtual* second of the step-time model, not a measurement on a GPU. What
 is real is interplay's own work per turn (the same Generation, prompt rendering with the SmolLM2 tokenizer,
 parsing, grounding, rows and Parquet as a real run) and the waves script; its real CPU time is reported beside
-the simulated time. Replies are zero_latency.py's canned replies; their output token counts are rescaled to the
-embedded corpora's mean per role, with a spread (coefficient of variation) that is a knob.
+the simulated time. Replies are zero_latency.py's canned replies, each conversation's opening numbered so that
+no two conversations share a turn; their output token counts are rescaled to the embedded corpora's mean per
+role, with a spread (coefficient of variation) that is a knob.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class SimClient:
         self.texts, self.lengths = [t for t, _ in replies], list(lengths)
         self.max_model_len, self.max_tokens, self.model = max_model_len, max_tokens, "simulated-h100-llama-3.1-8b"
         self.kv_cache_tokens = engine.gpu.kv_cache_tokens  # as vLLM reports it at start
+        self.num_openings = 0
 
     def render(self, messages: list[dict[str, str]], cache: Any = None) -> list[int]:
         return self.tokenizer.render(messages, cache)
@@ -110,9 +112,17 @@ class SimClient:
     async def generate(self, request_id: str, prompt_token_ids: list[int], seed: int | None, *,
                        regex: str | None = None) -> Completion:
         k = (zlib.crc32(request_id.encode()) if seed is None else seed) % len(self.texts)  # one reply per request
-        n = self.lengths[k]
+        n, text = self.lengths[k], self.texts[k]
+        if request_id.endswith("@0"):
+            # A conversation's opening is numbered: sampled text never repeats across conversations, canned text
+            # does (14 user lines), and then the recommender's prompts of different conversations would share
+            # whole turns, which a cache that never evicts, (d)'s, finds across the run. Numbered, every prompt of
+            # a conversation shares with other conversations only what a real run's do: the system prompts, and a
+            # seed's own prefix (its user's preference summary) with that user's other seeds.
+            self.num_openings += 1
+            text = f"{self.num_openings}. {text}"
         num_prompt, num_cached = await self.engine.generate(prompt_token_ids, n)
-        return Completion(self.texts[k], num_prompt, n, num_cached, "length" if n >= self.max_tokens else "stop")
+        return Completion(text, num_prompt, n, num_cached, "length" if n >= self.max_tokens else "stop")
 
 
 def sim_clients(config: Any, tokenizer: Any, titles: Sequence[str], engine: SimEngine,

@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not part of the installed packag
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.gpu_model import BLOCK, GpuModel, SimEngine  # noqa: E402
-from benchmarks.gpu_sim import reply_lengths, simulated_gpu  # noqa: E402
+from benchmarks.gpu_sim import SimClient, reply_lengths, simulated_gpu  # noqa: E402
 from benchmarks.scale import summary  # noqa: E402
 
 GPU = GpuModel(decode_floor_s=0.01, knee_seqs=4, decode_s_per_seq=0.001, prefill_s_per_token=0.0001,
@@ -104,6 +104,24 @@ def test_reply_lengths_have_the_wanted_mean_and_spread_after_the_clip() -> None:
         assert statistics.fmean(lengths) == pytest.approx(54, abs=1)
         assert statistics.pstdev(lengths) / statistics.fmean(lengths) == pytest.approx(spread, abs=0.02)
     assert sorted(reply_lengths(counts, 54, 0.35, 64)) == reply_lengths(counts, 54, 0.35, 64)  # order kept
+
+
+def test_no_two_conversations_open_alike_so_no_turn_is_shared_across_them() -> None:
+    # Canned replies repeat; sampled ones do not. Two conversations opening with the same canned line would give
+    # the recommender the same first prompt, which a cache never evicting finds: a hit no real run gets.
+    async def main() -> list[str]:
+        engine = SimEngine(GPU)
+        stepper = asyncio.create_task(engine.run())
+        client = SimClient("user", None, [("Hi.", 2), ("Yes, [ACCEPT]", 4)], [2, 4], engine,
+                           max_model_len=512, max_tokens=8)
+        ids = ("a@0", "b@0", "a@1", "b@1", "a@10")
+        texts = [(await client.generate(i, [1, 2, 3], seed=0)).text for i in ids]
+        stepper.cancel()
+        return texts
+
+    a0, b0, a1, b1, a10 = asyncio.run(main())
+    assert a0 != b0 and a0.endswith("Hi.") and b0.endswith("Hi.")
+    assert a1 == b1 == a10 == "Hi."  # later turns follow a numbered opening: unique already
 
 
 def test_simulated_gpu_compares_the_three_variants_and_d_bounds_both(tmp_path: Path, make_config) -> None:
