@@ -150,6 +150,14 @@ async def _on_engine(gpu: GpuModel, run: Any) -> tuple[SimEngine, Any, float]:
     return engine, result, time.process_time() - cpu
 
 
+def _cached_by_role(requests: Sequence[Request]) -> dict[str, float]:
+    out = {}
+    for role in ("user", "recommender"):
+        prompt = sum(q.num_prompt_tokens for q in requests if q.role == role)
+        out[role] = round(sum(q.num_cached_tokens for q in requests if q.role == role) / prompt, 4) if prompt else 0.0
+    return out
+
+
 def _figures(engine: SimEngine, requests: Sequence[Request], num_dialogues: int, cpu_s: float) -> dict[str, Any]:
     s, virtual = engine.stats, engine.now
     by_role = {r: [q.num_output_tokens for q in requests if q.role == r] for r in ("user", "recommender")}
@@ -157,6 +165,8 @@ def _figures(engine: SimEngine, requests: Sequence[Request], num_dialogues: int,
             "output_tok_per_s": round(s.output_tokens / virtual, 1),
             "dialogues_per_s": round(num_dialogues / virtual, 3),
             "cached_prompt_share": round(s.cached_tokens / s.prompt_tokens, 4) if s.prompt_tokens else 0.0,
+            # By role: set beside (d)'s, it says whose prefixes a scheduler leaves to the evicting cache.
+            "cached_prompt_share_by_role": _cached_by_role(requests),
             "mean_prompt_tokens": round(s.prompt_tokens / s.num_requests, 1) if s.num_requests else 0.0,
             "mean_batch": round(s.seq_steps / s.num_steps, 1) if s.num_steps else 0.0, "num_steps": s.num_steps,
             "time_s": {"decode_floor": round(s.floor_s, 2), "decode_per_seq": round(s.per_seq_s, 2),
@@ -202,19 +212,20 @@ async def compare(config: Any, tokenizer: Any, titles: Sequence[str], work: Path
     engine, (wave_requests, info), cpu = await _on_engine(gpu, waves)
     variants["b_waves"] = {**_figures(engine, wave_requests, n, cpu), **info}
 
-    async def replay(engine: SimEngine) -> None:
+    async def replay(engine: SimEngine) -> list[Request]:
         semaphore = asyncio.Semaphore(mif)  # the most requests any scheduler has out; taken first in, first out
 
-        async def one(req: Request) -> None:
+        async def one(req: Request) -> Request:
             async with semaphore:
-                await engine.generate(req.prompt, req.num_output_tokens)
+                num_prompt, num_cached = await engine.generate(req.prompt, req.num_output_tokens)
+            return dataclasses.replace(req, num_prompt_tokens=num_prompt, num_cached_tokens=num_cached)
 
-        await asyncio.gather(*(one(r) for r in requests))
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     # The bound: (a)'s requests with no turn dependencies, on an engine whose KV cache never evicts. On the real
     # cache the prefix-cache hits depend on the order the requests come in, so a replay there is no bound.
-    engine, _, cpu = await _on_engine(dataclasses.replace(gpu, kv_cache_tokens=UNLIMITED_KV_TOKENS), replay)
-    variants["d_replay"] = _figures(engine, requests, n, cpu)
+    engine, replayed, cpu = await _on_engine(dataclasses.replace(gpu, kv_cache_tokens=UNLIMITED_KV_TOKENS), replay)
+    variants["d_replay"] = _figures(engine, replayed, n, cpu)
     tok = {k: v["output_tok_per_s"] for k, v in variants.items()}
     return {"max_in_flight": mif, "num_dialogues": n, "spread": spread,
             "a_over_b": ratio(tok["a_interleaved"], tok["b_waves"]),

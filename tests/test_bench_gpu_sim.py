@@ -141,6 +141,10 @@ def test_simulated_gpu_compares_the_three_variants_and_d_bounds_both(tmp_path: P
         assert r["a_over_d"] == round(a["output_tok_per_s"] / d["output_tok_per_s"], 3)
         assert r["d_over_b"] >= 1.0 and r["a_over_d"] <= 1.0  # a bound on both
         assert d["evicted_blocks"] == 0
+        for v in (a, b, d):  # each variant's own hits, the replay's too: its mean over the roles lies between them
+            by_role = v["cached_prompt_share_by_role"].values()
+            assert min(by_role) - 1e-4 <= v["cached_prompt_share"] <= max(by_role) + 1e-4 <= 1
+        assert d["cached_prompt_share"] > a["cached_prompt_share"]  # a cache that never evicts finds more
         assert a["in_flight_cap"] <= r["max_in_flight"]
         assert out["by_max_in_flight"][str(r["max_in_flight"])][str(r["spread"])]["a_over_b"] == r["a_over_b"]
     at_16 = [r for r in out["runs"] if r["max_in_flight"] == 16]
