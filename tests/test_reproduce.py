@@ -52,6 +52,7 @@ def test_a_complete_corpus_is_kept_only_for_the_config_that_made_it(tmp_path: Pa
     config = make_config(num_dialogues=4, dialogues_per_shard=2)
     out, logs = tmp_path / "corpora" / "c", tmp_path / "logs" / "c.log"
     asyncio.run(Generation(config, out).run(fake_open_engines(make_clients())))
+
     def files(pattern: str = "*") -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in out.glob(pattern)}
 
